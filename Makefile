@@ -1,0 +1,41 @@
+# Two entry points for a fresh machine (Python 3.11, pip, make; apt for the test tools):
+#   make demo   set up .venv and run the whole pipeline on the embedded synthetic cohort
+#   make test   set up .venv with the test extras and reference tools, then run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= all
+
+.PHONY: demo test test-tools benchmark clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,slurm]'
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/snakemake --cores $(CORES)
+	@echo
+	@echo "metsprep demo finished. Outputs are in $(CURDIR)/results/:"
+	@echo "  results/bids/                BIDS dataset (+ derivatives/metsprep/)"
+	@echo "  results/catalog/*.parquet    inventory, series, cases, lesions (data dictionary: catalog/README.md)"
+	@echo "  results/qc/index.html        QC report"
+
+test-tools:
+	bash tools/install-test-tools.sh
+
+test: $(VENV)/.installed-test test-tools
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest
+
+benchmark: $(VENV)/.installed-test test-tools
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,35 @@
+# metsprep: a brain-metastasis MRI + GammaPlan RT Structure Set collection to BIDS,
+# lesion masks and a Parquet catalog. Stages, files and conventions: docs/design.md.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/synth.smk"
+include: "workflow/rules/scan.smk"
+include: "workflow/rules/match.smk"
+include: "workflow/rules/bids.smk"
+include: "workflow/rules/rtss.smk"
+include: "workflow/rules/register.smk"
+include: "workflow/rules/catalog.smk"
+include: "workflow/rules/qc.smk"
+
+
+localrules:
+    all,
+
+
+rule all:
+    input:
+        get_final_outputs(),
+    default_target: True

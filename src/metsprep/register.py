@@ -1,0 +1,440 @@
+"""Rigid registration of T1 and T2 onto T1W+C (the fixed image), with QC.
+
+Convention (ITK's, see docs/design.md): the transform maps a point in T1C LPS mm to the
+same anatomical point in the moving series' LPS mm, so
+``sitk.Resample(moving, t1c, transform)`` puts the moving image on the T1C grid.
+
+The series of one study share a DICOM Frame of Reference, so registration starts from
+the identity in physical space (never from image centres); the rotation centre is put
+at the head's centre of mass in the fixed image, which changes the parametrisation but
+not the mapping. Settings were chosen by target registration error and time, see
+docs/registration.md and benchmarks/bench_register.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
+METRIC_NAME = "MattesMutualInformation"
+MOVING_SEQUENCES = {"T1": "T1w", "T2": "T2w"}
+
+
+@dataclass(frozen=True)
+class RegistrationSettings:
+    """Everything that decides a registration's result; see docs/registration.md."""
+
+    histogram_bins: int = 32
+    sampling_strategy: str = "REGULAR"  # REGULAR | RANDOM | NONE
+    sampling_percentage: float = 0.05  # of the fixed grid's voxels, before the head mask
+    seed: int = 20240611
+    shrink_factors: tuple[int, ...] = (4, 2, 1)
+    smoothing_sigmas_mm: tuple[float, ...] = (2.0, 1.0, 0.0)
+    use_head_mask: bool = True
+    optimizer: str = "RegularStepGradientDescent"  # or ConjugateGradientLineSearch
+    learning_rate: float = 2.0  # first step, in mm of the largest physical shift
+    min_step: float = 1e-3
+    relaxation_factor: float = 0.5
+    gradient_tolerance: float = 1e-6
+    max_iterations: int = 200
+    number_of_threads: int = 1
+    # QC bounds: a result beyond them is flagged (kept, not excluded).
+    max_rotation_deg: float = 10.0
+    max_translation_mm: float = 20.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None) -> RegistrationSettings:
+        """Build from the config's ``register:`` section; unknown keys are an error."""
+        config = dict(config or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown register settings: {unknown}")
+        for key in ("shrink_factors", "smoothing_sigmas_mm"):
+            if key in config:
+                config[key] = tuple(config[key])
+        settings = cls(**config)
+        if len(settings.shrink_factors) != len(settings.smoothing_sigmas_mm):
+            raise ValueError("shrink_factors and smoothing_sigmas_mm need one entry per level")
+        return settings
+
+
+@dataclass
+class RegistrationResult:
+    transform: Any  # sitk.Euler3DTransform, moving LPS from fixed LPS
+    metric_before: float  # Mattes MI (negative, lower is better) at the identity
+    metric_after: float
+    iterations: int  # summed over pyramid levels
+    iterations_per_level: list[int]
+    stop_condition: str
+    converged: bool
+    rotation_deg: dict[str, float]  # x, y, z Euler angles and total angle
+    translation_mm: dict[str, Any]  # vector (displacement at rotation centre) and norm
+    center_lps: list[float]
+    seconds: float
+    flags: list[str] = field(default_factory=list)
+
+    def qc(self) -> dict[str, Any]:
+        """JSON-ready summary (no transform object)."""
+        return {
+            "metric": METRIC_NAME,
+            "metric_before": self.metric_before,
+            "metric_after": self.metric_after,
+            "iterations": self.iterations,
+            "iterations_per_level": self.iterations_per_level,
+            "stop_condition": self.stop_condition,
+            "converged": self.converged,
+            "rotation_deg": self.rotation_deg,
+            "translation_mm": self.translation_mm,
+            "center_lps": self.center_lps,
+            "seconds": round(self.seconds, 3),
+            "flag": "; ".join(self.flags) if self.flags else None,
+        }
+
+
+# ---------------------------------------------------------------- registration
+
+
+def head_mask(image: sitk.Image) -> sitk.Image:
+    """Head (not air) of an MR image: Otsu on a lightly smoothed copy, largest component."""
+    import SimpleITK as sitk
+
+    smooth = sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), 2.0)
+    foreground = sitk.OtsuThreshold(smooth, 0, 1)
+    components = sitk.RelabelComponent(sitk.ConnectedComponent(foreground), sortByObjectSize=True)
+    largest = components == 1
+    # Close small holes (dark CSF, bone) slice by slice; thick slices make 3-D closing poor.
+    closed = sitk.BinaryMorphologicalClosing(largest, [4, 4, 0])
+    return sitk.BinaryFillhole(closed)
+
+
+def _mask_centroid_lps(mask: sitk.Image) -> list[float]:
+    import SimpleITK as sitk
+
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(mask)
+    return list(stats.GetCentroid(1))
+
+
+def _image_centre_lps(image: sitk.Image) -> list[float]:
+    size = np.array(image.GetSize(), dtype=float)
+    return list(image.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2).tolist()))
+
+
+def rotation_angles_deg(transform: sitk.Euler3DTransform) -> dict[str, float]:
+    """Euler angles about x, y, z and the total rotation angle (axis-angle), degrees."""
+    matrix = np.array(transform.GetMatrix()).reshape(3, 3)
+    cos_total = float(np.clip((np.trace(matrix) - 1) / 2, -1.0, 1.0))
+    return {
+        "x": math.degrees(transform.GetAngleX()),
+        "y": math.degrees(transform.GetAngleY()),
+        "z": math.degrees(transform.GetAngleZ()),
+        "total": math.degrees(math.acos(cos_total)),
+    }
+
+
+def translation_at(transform: sitk.Transform, point_lps: list[float]) -> dict[str, Any]:
+    """Displacement of one point (mm, LPS) and its norm."""
+    moved = np.array(transform.TransformPoint(tuple(point_lps)))
+    vector = moved - np.array(point_lps)
+    return {"vector": vector.tolist(), "norm": float(np.linalg.norm(vector))}
+
+
+def _configure_method(settings: RegistrationSettings, fixed_mask: sitk.Image | None):
+    import SimpleITK as sitk
+
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
+    strategy = settings.sampling_strategy.upper()
+    if strategy != "NONE":
+        method.SetMetricSamplingStrategy(getattr(method, strategy))
+        method.SetMetricSamplingPercentage(settings.sampling_percentage, settings.seed)
+    if fixed_mask is not None:
+        method.SetMetricFixedMask(fixed_mask)
+    # Gradients computed at the sample points only: cheaper than gradient images.
+    method.SetMetricUseFixedImageGradientFilter(False)
+    method.SetMetricUseMovingImageGradientFilter(False)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetShrinkFactorsPerLevel(list(settings.shrink_factors))
+    method.SetSmoothingSigmasPerLevel(list(settings.smoothing_sigmas_mm))
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    if settings.optimizer == "RegularStepGradientDescent":
+        method.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=settings.learning_rate,
+            minStep=settings.min_step,
+            numberOfIterations=settings.max_iterations,
+            relaxationFactor=settings.relaxation_factor,
+            gradientMagnitudeTolerance=settings.gradient_tolerance,
+        )
+    elif settings.optimizer == "ConjugateGradientLineSearch":
+        method.SetOptimizerAsConjugateGradientLineSearch(
+            learningRate=settings.learning_rate,
+            numberOfIterations=settings.max_iterations,
+            convergenceMinimumValue=1e-6,
+            convergenceWindowSize=10,
+        )
+    elif settings.optimizer == "GradientDescent":
+        method.SetOptimizerAsGradientDescent(
+            learningRate=settings.learning_rate,
+            numberOfIterations=settings.max_iterations,
+            convergenceMinimumValue=1e-6,
+            convergenceWindowSize=10,
+            estimateLearningRate=method.EachIteration,
+            maximumStepSizeInPhysicalUnits=settings.learning_rate,
+        )
+    else:
+        raise ValueError(f"unknown optimizer {settings.optimizer!r}")
+    # Scales so that one unit of every parameter moves the image about the same distance.
+    method.SetOptimizerScalesFromPhysicalShift()
+    # Mattes MI sums per-thread joint histograms; the summation order (and with it the
+    # last bits of the result) depends on the number of threads, so it is pinned.
+    method.SetNumberOfThreads(settings.number_of_threads)
+    return method
+
+
+def _stopped_converged(stop_condition: str) -> bool:
+    text = stop_condition.lower()
+    return "maximum number of iterations" not in text
+
+
+def register_pair(
+    fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings
+) -> RegistrationResult:
+    """Rigidly register ``moving`` onto ``fixed``; the transform maps fixed LPS to moving LPS."""
+    import SimpleITK as sitk
+
+    start = time.perf_counter()
+    fixed_f = sitk.Cast(fixed, sitk.sitkFloat32)
+    moving_f = sitk.Cast(moving, sitk.sitkFloat32)
+    mask = head_mask(fixed_f) if settings.use_head_mask else None
+    center = _mask_centroid_lps(mask) if mask is not None else _image_centre_lps(fixed_f)
+
+    # Identity in physical space (shared Frame of Reference); centre only re-parametrises.
+    initial = sitk.Euler3DTransform()
+    initial.SetCenter(center)
+
+    method = _configure_method(settings, mask)
+    method.SetInitialTransform(initial, inPlace=False)
+
+    iterations_per_level: list[int] = []
+
+    def on_level() -> None:
+        iterations_per_level.append(0)
+
+    def on_iteration() -> None:
+        iterations_per_level[-1] += 1
+
+    method.AddCommand(sitk.sitkMultiResolutionIterationEvent, on_level)
+    method.AddCommand(sitk.sitkIterationEvent, on_iteration)
+
+    metric_before = _metric_value(fixed_f, moving_f, initial, settings, mask)
+    optimized = method.Execute(fixed_f, moving_f)
+    transform = sitk.Euler3DTransform(sitk.CompositeTransform(optimized).GetBackTransform()) \
+        if optimized.GetName() == "CompositeTransform" else sitk.Euler3DTransform(optimized)
+    metric_after = _metric_value(fixed_f, moving_f, transform, settings, mask)
+    stop = method.GetOptimizerStopConditionDescription()
+    converged = _stopped_converged(stop)
+    result = RegistrationResult(
+        transform=transform,
+        metric_before=metric_before,
+        metric_after=metric_after,
+        iterations=int(sum(iterations_per_level)),
+        iterations_per_level=iterations_per_level,
+        stop_condition=stop,
+        converged=converged,
+        rotation_deg=rotation_angles_deg(transform),
+        translation_mm=translation_at(transform, center),
+        center_lps=[float(c) for c in center],
+        seconds=time.perf_counter() - start,
+    )
+    result.flags = registration_flags(result, settings)
+    return result
+
+
+def _metric_value(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    transform: sitk.Transform,
+    settings: RegistrationSettings,
+    mask: sitk.Image | None,
+) -> float:
+    """Mattes MI at full resolution with the registration's sampling, for before/after QC."""
+    import SimpleITK as sitk
+
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
+    method.SetMetricSamplingStrategy(method.REGULAR)
+    method.SetMetricSamplingPercentage(max(settings.sampling_percentage, 0.05), settings.seed)
+    if mask is not None:
+        method.SetMetricFixedMask(mask)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetInitialTransform(transform, inPlace=False)
+    method.SetNumberOfThreads(settings.number_of_threads)
+    return float(method.MetricEvaluate(fixed, moving))
+
+
+def registration_flags(result: RegistrationResult, settings: RegistrationSettings) -> list[str]:
+    """Reasons a registration looks implausible (it is kept; a person should look)."""
+    flags = []
+    if result.rotation_deg["total"] > settings.max_rotation_deg:
+        flags.append(
+            f"rotation {result.rotation_deg['total']:.1f} deg exceeds {settings.max_rotation_deg} deg"
+        )
+    if result.translation_mm["norm"] > settings.max_translation_mm:
+        flags.append(
+            f"translation {result.translation_mm['norm']:.1f} mm exceeds "
+            f"{settings.max_translation_mm} mm"
+        )
+    # Mattes MI is negated: lower is better.
+    if not result.metric_after < result.metric_before:
+        flags.append(
+            f"metric after ({result.metric_after:.4f}) not better than identity "
+            f"({result.metric_before:.4f})"
+        )
+    if not result.converged:
+        flags.append(f"optimizer did not converge: {result.stop_condition}")
+    return flags
+
+
+# ---------------------------------------------------------------- per-case stage
+
+
+def _derivative_paths(case_id: str, subject: str, session: str, suffix: str) -> dict[str, str]:
+    """Paths (relative to output_dir) of one moving series' registration derivatives."""
+    try:
+        from metsprep.bids import bids_paths  # type: ignore[attr-defined]
+    except ImportError:
+        bids_paths = None
+    if bids_paths is not None:
+        paths = bids_paths(subject, session)
+        xfm = paths.get(f"{suffix}_to_T1wCE_xfm") if isinstance(paths, dict) else None
+        img = paths.get(f"space-T1wCE_{suffix}") if isinstance(paths, dict) else None
+        if xfm and img:
+            return {"xfm": str(xfm), "image": str(img)}
+    anat = f"bids/derivatives/metsprep/sub-{subject}/ses-{session}/anat"
+    return {
+        "xfm": f"{anat}/{case_id}_from-{suffix}_to-T1wCE_mode-image_xfm.tfm",
+        "image": f"{anat}/{case_id}_space-T1wCE_{suffix}.nii.gz",
+    }
+
+
+def _split_case_id(case_id: str) -> tuple[str, str]:
+    sub, ses = case_id.split("_", 1)
+    return sub.removeprefix("sub-"), ses.removeprefix("ses-")
+
+
+def register_case(
+    bids_json: Path, output_dir: Path, result_json: Path, settings: dict[str, Any]
+) -> None:
+    """Register a case's T1 and T2 onto its T1C; write transforms, resampled images, QC JSON."""
+    import SimpleITK as sitk
+
+    bids_json, output_dir, result_json = Path(bids_json), Path(output_dir), Path(result_json)
+    case = json.loads(bids_json.read_text())
+    case_id = case["case_id"]
+    result: dict[str, Any] = {
+        "case_id": case_id,
+        "status": case.get("status", "ok"),
+        "status_reason": case.get("status_reason"),
+        "flags": [],
+        "registrations": {},
+    }
+    images = case.get("images") or {}
+    if result["status"] != "excluded" and "T1C" not in images:
+        result.update(status="excluded", status_reason="no T1W+C image to register onto")
+    if result["status"] == "excluded":
+        _write_json(result_json, result)
+        return
+
+    reg_settings = RegistrationSettings.from_config(settings)
+    subject = case.get("subject") or _split_case_id(case_id)[0]
+    session = case.get("session") or _split_case_id(case_id)[1]
+    fixed_rel = images["T1C"]["nifti"]
+    fixed = sitk.ReadImage(str(output_dir / fixed_rel))
+    for sequence, suffix in MOVING_SEQUENCES.items():
+        entry = images.get(sequence)
+        if not entry or not entry.get("nifti"):
+            result["registrations"][sequence] = None
+            continue
+        try:
+            qc = _register_one(
+                fixed, fixed_rel, entry["nifti"], output_dir, case_id, subject, session,
+                suffix, reg_settings,
+            )
+        except Exception as error:  # noqa: BLE001 - one failed derivative must not stop the case
+            qc = {"missing": True, "reason": f"registration failed: {type(error).__name__}: {error}"}
+            result["flags"].append(f"registration_failed_{sequence}")
+        else:
+            if qc["flag"]:
+                result["flags"].append(f"registration_flag_{sequence}")
+        result["registrations"][sequence] = qc
+        result[sequence] = qc  # {"T1": {...}, "T2": {...}} at top level, as in the issue
+    _write_json(result_json, result)
+
+
+def _register_one(
+    fixed: sitk.Image,
+    fixed_rel: str,
+    moving_rel: str,
+    output_dir: Path,
+    case_id: str,
+    subject: str,
+    session: str,
+    suffix: str,
+    settings: RegistrationSettings,
+) -> dict[str, Any]:
+    import SimpleITK as sitk
+
+    moving = sitk.ReadImage(str(output_dir / moving_rel))
+    registration = register_pair(fixed, moving, settings)
+    paths = _derivative_paths(case_id, subject, session, suffix)
+    xfm_path = output_dir / paths["xfm"]
+    image_path = output_dir / paths["image"]
+    xfm_path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteTransform(registration.transform, str(xfm_path))
+    resampled = sitk.Resample(
+        moving, fixed, registration.transform, sitk.sitkLinear, 0.0, moving.GetPixelID()
+    )
+    sitk.WriteImage(resampled, str(image_path), useCompression=True)
+    qc = registration.qc()
+    sidecar = {
+        "Description": f"{suffix} rigidly registered and resampled onto the T1w+C grid",
+        "SkullStripped": False,
+        "SpatialReference": fixed_rel,
+        "Sources": [moving_rel, paths["xfm"]],
+        "TransformFile": paths["xfm"],
+        "TransformDirection": "maps T1w+C LPS mm points to the same point in source LPS mm "
+        "(ITK registration convention, fixed = T1w+C)",
+        "Interpolation": "linear",
+        "RegistrationMetric": METRIC_NAME,
+        "RegistrationMetricBefore": qc["metric_before"],
+        "RegistrationMetricAfter": qc["metric_after"],
+        "RegistrationSettings": _jsonable(asdict(settings)),
+        "RegistrationFlag": qc["flag"],
+    }
+    _write_json(image_path.with_name(image_path.name.removesuffix(".nii.gz") + ".json"), sidecar)
+    qc.update(missing=False, reason=None, transform=paths["xfm"], image=paths["image"],
+              sidecar=str(Path(paths["image"]).with_suffix("").with_suffix(".json").as_posix()))
+    return qc
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")

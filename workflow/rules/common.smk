@@ -1,0 +1,59 @@
+# Config lookups and input functions shared by the stage rule files.
+from pathlib import Path
+
+OUTPUT_DIR = Path(config["output_dir"])
+RUN_DEMO = not config.get("input_dir")
+INPUT_DIR = (OUTPUT_DIR / "demo_cohort" / "dicom") if RUN_DEMO else Path(config["input_dir"])
+N_SCAN_SHARDS = config["scan"]["shards"]
+
+
+wildcard_constraints:
+    case_id=r"sub-[A-Za-z0-9]+_ses-[A-Za-z0-9]+",
+    shard=r"\d+",
+
+
+def out(path):
+    """A path below the output folder."""
+    return str(OUTPUT_DIR / path)
+
+
+def case_work(name):
+    """A per-case file below work/cases/{case_id}/."""
+    return out(f"work/cases/{{case_id}}/{name}")
+
+
+def get_input_dir_marker(wildcards=None):
+    """The demo cohort is produced by a rule; real input is taken as it is."""
+    return [out("demo_cohort/truth/truth.json")] if RUN_DEMO else []
+
+
+def get_case_ids(wildcards=None):
+    """Cases that go on after matching: one plan file each (the match checkpoint)."""
+    plans_dir = checkpoints.match.get().output.plans
+    return sorted(p.stem for p in Path(plans_dir).glob("*.json"))
+
+
+def for_each_case(pattern):
+    """Input function: `pattern` (below the output folder, with {case_id}) for every case."""
+
+    def inputs(wildcards):
+        return [out(pattern.format(case_id=case_id)) for case_id in get_case_ids()]
+
+    return inputs
+
+
+def per_case(name):
+    """Input function: one per-case work file for every case."""
+    return for_each_case(f"work/cases/{{case_id}}/{name}")
+
+
+def get_final_outputs():
+    return [
+        out("catalog/inventory.parquet"),
+        out("catalog/series.parquet"),
+        out("catalog/cases.parquet"),
+        out("catalog/lesions.parquet"),
+        out("catalog/README.md"),
+        out("bids/dataset_description.json"),
+        out("qc/index.html"),
+    ]

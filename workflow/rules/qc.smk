@@ -1,0 +1,51 @@
+# The QC report: per-case figures, then one HTML page.
+
+
+rule qc_case:
+    input:
+        case=case_work("case.json"),
+        lesions=case_work("lesions.parquet"),
+    output:
+        lesions=report(
+            out("qc/figures/{case_id}_lesions.png"),
+            caption="../report/qc_lesions.rst",
+            category="Lesions",
+            subcategory="{case_id}",
+        ),
+        registration=report(
+            out("qc/figures/{case_id}_registration.png"),
+            caption="../report/qc_registration.rst",
+            category="Registration",
+            subcategory="{case_id}",
+        ),
+    params:
+        output_dir=str(OUTPUT_DIR),
+    log:
+        out("logs/qc/{case_id}.log"),
+    benchmark:
+        out("benchmarks/qc/{case_id}.tsv")
+    group:
+        "case"
+    script:
+        "../scripts/qc_case.py"
+
+
+rule qc_report:
+    input:
+        series=out("catalog/series.parquet"),
+        cases=out("catalog/cases.parquet"),
+        lesions=out("catalog/lesions.parquet"),
+        figures=for_each_case("qc/figures/{case_id}_lesions.png"),
+    output:
+        html=out("qc/index.html"),
+        summary=report(
+            out("qc/figures/cohort_summary.png"),
+            caption="../report/qc_cohort.rst",
+            category="Cohort",
+        ),
+    params:
+        output_dir=str(OUTPUT_DIR),
+    log:
+        out("logs/qc/report.log"),
+    script:
+        "../scripts/qc_report.py"
