@@ -1,0 +1,307 @@
+"""Lesion features on analytic shapes, one constructed case end to end, the catalog schema."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from metsprep import catalog
+
+VOCABULARY = Path(__file__).parents[1] / "config" / "location_vocabulary.yaml"
+CONTRACT = {
+    "series": ["case_id", "patient_id", "study_instance_uid", "series_instance_uid", "modality", "series_description",
+               "sequence", "sequence_source", "n_instances", "rows", "columns", "pixel_spacing_row_mm",
+               "pixel_spacing_col_mm", "slice_thickness_mm", "slice_spacing_mm", "nifti"],
+    "cases": ["case_id", "patient_id", "study_instance_uid", "session", "status", "status_reason", "t1c_nifti",
+              "t1_nifti", "t2_nifti", "t1_in_t1c_nifti", "t2_in_t1c_nifti", "t1_to_t1c_transform",
+              "t2_to_t1c_transform", "lesion_labels_nifti", "lesion_mask_nifti", "n_lesions"],
+    "lesions": ["case_id", "patient_id", "roi_number", "roi_name", "label", "volume_mm3", "contour_volume_mm3",
+                "centroid_lps_x_mm", "centroid_lps_y_mm", "centroid_lps_z_mm", "n_slices", "max_diameter_mm",
+                "equivalent_diameter_mm", "hemisphere", "region"],
+}  # fmt: skip
+
+
+def sphere_voxels(radius_mm: float, spacing: tuple[float, float, float], centre_mm=(0.0, 0.0, 0.0)) -> np.ndarray:
+    n = [int(math.ceil(radius_mm / s)) + 2 for s in spacing]
+    grid = np.stack(np.meshgrid(*[np.arange(-m, m + 1) for m in n], indexing="ij"), axis=-1).reshape(-1, 3)
+    mm = grid * np.asarray(spacing)
+    inside = np.linalg.norm(mm - np.asarray(centre_mm), axis=1) <= radius_mm
+    return grid[inside] - grid[inside].min(axis=0)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.5, 0.5, 1.0)])
+def test_sphere_diameters(spacing):
+    radius = 8.0
+    ijk = sphere_voxels(radius, spacing)
+    lps_from_ijk = np.diag([*spacing, 1.0])
+    feats = catalog.lesion_geometry(ijk, lps_from_ijk)
+    voxel_diagonal = float(np.linalg.norm(spacing))
+    assert feats["equivalent_diameter_mm"] == pytest.approx(2 * radius, abs=max(spacing))
+    assert 2 * radius - voxel_diagonal <= feats["max_diameter_mm"] <= 2 * radius + 1e-9
+    assert 2 * radius - voxel_diagonal <= feats["longest_axial_diameter_mm"] <= 2 * radius + 1e-9
+    # the longest axial diameter lies on the equatorial slice
+    assert abs(feats["longest_axial_diameter_slice_k"] - ijk[:, 2].mean()) <= 1
+    assert feats["rano_measurable"]
+    assert feats["n_slices"] == len(np.unique(ijk[:, 2]))
+
+
+def test_diameters_follow_the_affine_and_obliquity():
+    # a 1 x 1 x 21 voxel rod along k with 2 mm slices: 40 mm long in 3D, 0 in plane
+    ijk = np.array([[0, 0, k] for k in range(21)])
+    rotation = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    lps_from_ijk = np.eye(4)
+    lps_from_ijk[:3, :3] = rotation @ np.diag([0.9, 0.9, 2.0])
+    lps_from_ijk[:3, 3] = [10.0, -20.0, 30.0]
+    feats = catalog.lesion_geometry(ijk, lps_from_ijk)
+    assert feats["max_diameter_mm"] == pytest.approx(40.0)
+    assert feats["longest_axial_diameter_mm"] == pytest.approx(0.0)
+    assert not feats["rano_measurable"]
+    # an in-plane 12 x 1 voxel bar on 2 slices: 11 * 0.9 mm in plane
+    bar = np.array([[i, 0, k] for i in range(12) for k in (3, 4)])
+    feats = catalog.lesion_geometry(bar, lps_from_ijk)
+    assert feats["longest_axial_diameter_mm"] == pytest.approx(11 * 0.9)
+    assert feats["rano_measurable"] is False  # 9.9 mm < 10 mm
+
+
+def test_bounding_box_and_centroid():
+    ijk = np.array([[2, 3, 4], [5, 3, 4], [2, 7, 6]])
+    lps_from_ijk = np.diag([-1.0, 2.0, 3.0, 1.0])
+    lps_from_ijk[:3, 3] = [100.0, 0.0, -10.0]
+    feats = catalog.lesion_geometry(ijk, lps_from_ijk)
+    assert (feats["bbox_i_min"], feats["bbox_i_max"], feats["bbox_j_min"], feats["bbox_j_max"]) == (2, 5, 3, 7)
+    assert (feats["bbox_k_min"], feats["bbox_k_max"]) == (4, 6)
+    assert feats["bbox_lps_x_min_mm"] == pytest.approx(95.0) and feats["bbox_lps_x_max_mm"] == pytest.approx(98.0)
+    assert feats["bbox_lps_z_min_mm"] == pytest.approx(2.0) and feats["bbox_lps_z_max_mm"] == pytest.approx(8.0)
+    assert feats["centroid_lps_x_mm"] == pytest.approx(100.0 - 3.0)
+    assert feats["centroid_ras_x_mm"] == pytest.approx(-97.0)
+    assert feats["centroid_k"] == pytest.approx(14 / 3)
+    assert feats["volume_mm3"] == pytest.approx(3 * 6.0)
+
+
+def test_enhancement_ratio_on_constructed_image():
+    shape = (80, 80, 60)
+    idx = np.indices(shape).transpose(1, 2, 3, 0) - np.array([40, 40, 30])
+    head = np.linalg.norm(idx, axis=-1) < 35
+    lps = np.eye(4)
+    t1c = np.where(head, 100.0, 0.0)
+    scalp = head & (np.linalg.norm(idx, axis=-1) > 30)
+    t1c[scalp] = 900.0  # bright scalp must not enter the reference
+    lesion = np.linalg.norm(idx - np.array([8, 0, 0]), axis=-1) <= 4
+    t1c[lesion] = 300.0
+    rim = (np.linalg.norm(idx - np.array([8, 0, 0]), axis=-1) <= 7) & ~lesion
+    t1c[rim] = 50.0  # oedema around the lesion must not enter the reference either
+    nab = catalog.normal_appearing_brain(t1c, head, lesion, lps)
+    assert nab.any() and np.all(t1c[nab] == 100.0)
+    assert not (nab & lesion).any()
+    assert t1c[lesion].mean() / t1c[nab].mean() == pytest.approx(3.0)
+
+
+# ---------------------------------------------------------------------------- one constructed case
+
+
+def _save(path: Path, data: np.ndarray, ras_from_ijk: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, ras_from_ijk), str(path))
+
+
+def make_case(root: Path, case_id: str = "sub-01_ses-01", *, with_t2: bool = True, with_head: bool = True,
+              lesions: bool = True, head_shift_mm: float = 12.0) -> dict[str, Path]:  # fmt: skip
+    """A small case on a 1 x 1 x 2 mm grid whose head is off the image centre, with two
+    lesions (one on the patient's left named 'R_front' on purpose, one on the right)."""
+    subject, session = case_id.split("_")[0][4:], case_id.split("_")[1][4:]
+    shape = (96, 96, 40)
+    lps_from_ijk = np.diag([1.0, 1.0, 2.0, 1.0])
+    lps_from_ijk[:3, 3] = [-48.0, -48.0, -40.0]
+    ras_from_ijk = catalog.RAS_FROM_LPS @ lps_from_ijk
+    ijk = np.indices(shape).reshape(3, -1).T
+    lps = catalog.to_lps(ijk, lps_from_ijk).reshape(*shape, 3)
+    centre = np.array([head_shift_mm, 3.0, 0.0])
+    radii = np.array([30.0, 38.0, 34.0])
+    head = (((lps - centre) / radii) ** 2).sum(-1) <= 1
+    t1c = np.where(head, 100.0, 5.0).astype(np.float32)
+    lesion_centres = {1: centre + [15.0, 0, 0], 2: centre + [-14.0, 5.0, 6.0]}  # + x: patient left
+    radii_lesion = {1: 6.0, 2: 4.0}
+    labels = np.zeros(shape, np.int16)
+    if lesions:
+        for label, c in lesion_centres.items():
+            labels[np.linalg.norm(lps - c, axis=-1) <= radii_lesion[label]] = label
+    t1c[labels > 0] = 250.0
+    paths = {
+        "t1c": f"bids/sub-{subject}/ses-{session}/anat/{case_id}_ce-gadolinium_T1w.nii.gz",
+        "t2": f"bids/sub-{subject}/ses-{session}/anat/{case_id}_T2w.nii.gz",
+        "t2_in": f"bids/derivatives/metsprep/sub-{subject}/ses-{session}/anat/{case_id}_space-T1wCE_T2w.nii.gz",
+        "labels": f"bids/derivatives/metsprep/sub-{subject}/ses-{session}/anat/{case_id}_space-T1wCE_desc-lesions_dseg.nii.gz",
+        "mask": f"bids/derivatives/metsprep/sub-{subject}/ses-{session}/anat/{case_id}_space-T1wCE_desc-lesions_mask.nii.gz",
+        "head": f"bids/derivatives/metsprep/sub-{subject}/ses-{session}/anat/{case_id}_space-T1wCE_desc-head_mask.nii.gz",
+    }  # fmt: skip
+    _save(root / paths["t1c"], t1c, ras_from_ijk)
+    _save(root / paths["labels"], labels, ras_from_ijk)
+    _save(root / paths["mask"], (labels > 0).astype(np.uint8), ras_from_ijk)
+    if with_head:
+        _save(root / paths["head"], head.astype(np.uint8), ras_from_ijk)
+    if with_t2:
+        t2 = np.where(head, 80.0, 0.0).astype(np.float32)
+        t2[labels > 0] = 400.0
+        _save(root / paths["t2"], t2, ras_from_ijk)
+        _save(root / paths["t2_in"], t2, ras_from_ijk)
+    work = root / "work" / "cases" / case_id
+    work.mkdir(parents=True, exist_ok=True)
+    plan = {"case_id": case_id, "subject": subject, "session": session, "patient_id": f"P{subject}",
+            "study_instance_uid": f"1.2.3.{subject}", "series": {"T1C": {"series_instance_uid": f"1.2.3.{subject}.1"}},
+            "rtss": {"file": "rtss.dcm", "sop_instance_uid": f"1.2.3.{subject}.9"}, "flags": ["rtss_matched_by_frame"]}  # fmt: skip
+    images = {"T1C": {"nifti": paths["t1c"], "series_instance_uid": f"1.2.3.{subject}.1"}}
+    if with_t2:
+        images["T2"] = {"nifti": paths["t2"], "series_instance_uid": f"1.2.3.{subject}.3"}
+    bids = {"case_id": case_id, "status": "ok", "status_reason": None, "flags": [], "images": images,
+            "participant": {"sex": "F", "age_years": 61.0}}  # fmt: skip
+    outputs = {"lesion_labels_nifti": paths["labels"], "lesion_mask_nifti": paths["mask"]}
+    if with_head:
+        outputs["head_mask_nifti"] = paths["head"]
+    rtss = {"case_id": case_id, "status": "ok", "status_reason": None, "flags": [], "outputs": outputs}
+    register = {"case_id": case_id, "status": "ok", "status_reason": None, "flags": [], "registrations": {"T1": None}}
+    if with_t2:
+        register["T2"] = {"metric_before": -0.3, "metric_after": -0.6, "iterations": 40, "stop_condition": "converged",
+                          "rotation_deg": {"x": 1, "y": 0, "z": 0, "total": 1.0}, "translation_mm": {"vector": [1, 2, 2], "norm": 3.0},
+                          "flag": None, "transform": "t2.tfm", "image": paths["t2_in"], "missing": False}  # fmt: skip
+    rois = [
+        {"roi_number": 1, "roi_name": "*Skull", "label": None, "is_lesion": False, "contour_volume_mm3": 1.0e6},
+        {"roi_number": 3, "roi_name": "R_front", "label": 1, "is_lesion": True, "contour_volume_mm3": 900.0, "n_contours": 6},
+        {"roi_number": 2, "roi_name": "met 2", "label": 2, "is_lesion": True, "contour_volume_mm3": 270.0, "n_contours": 4},
+    ]  # fmt: skip
+    if not lesions:
+        rois = rois[:1]
+    files = {"plan": work / "plan.json", "bids": work / "bids.json", "rtss": work / "rtss.json", "register": work / "register.json",
+             "rois": work / "rois.parquet", "lesions": work / "lesions.parquet", "case": work / "case.json"}  # fmt: skip
+    for key, payload in (("plan", plan), ("bids", bids), ("rtss", rtss), ("register", register)):
+        files[key].write_text(json.dumps(payload))
+    pd.DataFrame(rois, columns=["roi_number", "roi_name", "label", "is_lesion", "contour_volume_mm3", "n_contours"]).astype(
+        {"label": "Int64"}).to_parquet(files["rois"])  # fmt: skip
+    return files
+
+
+def run_case(root: Path, files: dict[str, Path]) -> tuple[dict, pd.DataFrame]:
+    catalog.catalog_case(
+        plan_json=files["plan"], bids_json=files["bids"], rtss_json=files["rtss"], rois_parquet=files["rois"],
+        register_json=files["register"], vocabulary_yaml=VOCABULARY, output_dir=root,
+        out_lesions=files["lesions"], out_case=files["case"],
+    )  # fmt: skip
+    return json.loads(files["case"].read_text()), pd.read_parquet(files["lesions"])
+
+
+def test_catalog_case_constructed(tmp_path):
+    files = make_case(tmp_path)
+    case, lesions = run_case(tmp_path, files)
+    assert case["status"] == "ok" and case["status_reason"] is None
+    assert case["non_lesion_rois"] == ["*Skull"]
+    assert list(lesions["roi_number"]) == [2, 3]  # sorted, *Skull excluded
+    by_name = lesions.set_index("roi_name")
+    big = by_name.loc["R_front"]
+    assert big["volume_mm3"] == pytest.approx(4 / 3 * math.pi * 6.0**3, rel=0.08)
+    assert big["equivalent_diameter_mm"] == pytest.approx(12.0, abs=1.0)
+    assert 12.0 - math.sqrt(6) <= big["max_diameter_mm"] <= 12.0
+    assert big["enhancement_ratio"] == pytest.approx(2.5)
+    assert big["t2_mean"] == pytest.approx(400.0) and pd.isna(big["t1_mean"])
+    # named right, lies on the patient's left (+x LPS) of a head shifted off the image centre
+    assert big["hemisphere_name"] == "R" and big["hemisphere_geometry"] == "L"
+    assert big["hemisphere"] == "R" and "hemisphere_name_R_geometry_L" in big["location_flag"]
+    assert big["midsagittal_distance_mm"] == pytest.approx(15.0, abs=1.0)
+    small = by_name.loc["met 2"]
+    assert small["hemisphere"] == "R" and small["location_source"] == "geometry" and small["region"] == "unknown"
+    assert small["centroid_lps_x_mm"] == pytest.approx(12.0 - 14.0, abs=0.3)
+    # closest voxel of lesion 1 to the head surface: the head's half-width 30 mm minus 15 minus 6
+    assert big["distance_to_head_surface_mm"] == pytest.approx(30 - 15 - 6, abs=1.5)
+    assert case["n_lesions"] == 2 and case["total_lesion_volume_mm3"] == pytest.approx(lesions["volume_mm3"].sum())
+    assert case["t2_translation_mm"] == 3.0 and case["t1_metric_after"] is None
+    assert case["midsagittal_point_lps_x_mm"] == pytest.approx(12.0, abs=0.5)
+    assert any("R_front" in f for f in case["location_flags"])
+
+
+def test_catalog_case_excluded_and_empty(tmp_path):
+    files = make_case(tmp_path, with_t2=False, with_head=False, lesions=False)
+    case, lesions = run_case(tmp_path, files)
+    assert case["status"] == "ok" and case["n_lesions"] == 0 and len(lesions) == 0
+    assert case["midsagittal_source"] == "t1c_foreground"
+    assert set(CONTRACT["lesions"]) <= set(lesions.columns)
+    rtss = json.loads(files["rtss"].read_text())
+    rtss.update(status="excluded", status_reason="the RT Structure Set references another frame of reference")
+    files["rtss"].write_text(json.dumps(rtss))
+    case, lesions = run_case(tmp_path, files)
+    assert case["status"] == "excluded" and case["excluded_at"] == "rtss"
+    assert case["status_reason"].startswith("the RT Structure Set")
+    assert len(lesions) == 0
+
+
+def _write_match_tables(root: Path) -> tuple[Path, Path]:
+    series = pd.DataFrame([
+        {"case_id": "sub-01_ses-01", "patient_id": "P01", "study_instance_uid": "1.2.3.01", "series_instance_uid": "1.2.3.01.1",
+         "modality": "MR", "series_description": "T1 +C", "sequence": "T1C", "sequence_source": "description", "n_instances": 40,
+         "rows": 96, "columns": 96, "pixel_spacing_row_mm": 1.0, "pixel_spacing_col_mm": 1.0, "slice_thickness_mm": 2.0,
+         "slice_spacing_mm": 2.0, "extra_note": "x"},
+        {"case_id": None, "patient_id": "P09", "study_instance_uid": "1.2.3.09", "series_instance_uid": "1.2.3.09.1",
+         "modality": "MR", "series_description": "loc", "sequence": "OTHER", "sequence_source": "description", "n_instances": 3,
+         "rows": 256, "columns": 256, "pixel_spacing_row_mm": 1.0, "pixel_spacing_col_mm": 1.0, "slice_thickness_mm": 5.0,
+         "slice_spacing_mm": None, "extra_note": None},
+    ])  # fmt: skip
+    cases = pd.DataFrame([
+        {"case_id": "sub-01_ses-01", "patient_id": "P01", "study_instance_uid": "1.2.3.01", "session": "01", "status": "ok", "status_reason": None},
+        {"case_id": "sub-09_ses-01", "patient_id": "P09", "study_instance_uid": "1.2.3.09", "session": "01", "status": "excluded",
+         "status_reason": "the study has no T1 post-contrast series"},
+    ])  # fmt: skip
+    (root / "work" / "match").mkdir(parents=True, exist_ok=True)
+    series.to_parquet(root / "work/match/series.parquet")
+    cases.to_parquet(root / "work/match/cases.parquet")
+    return root / "work/match/series.parquet", root / "work/match/cases.parquet"
+
+
+def build(root: Path, files: dict[str, Path], config: dict | None = None) -> dict[str, Path]:
+    series, cases = _write_match_tables(root)
+    out = {name: root / "catalog" / f"{name}.parquet" for name in ("series", "cases", "lesions")}
+    out["dictionary"] = root / "catalog" / "README.md"
+    catalog.build_catalog(
+        inventory_parquet=root / "catalog" / "inventory.parquet", match_series_parquet=series, match_cases_parquet=cases,
+        case_jsons=[files["case"]], lesion_parquets=[files["lesions"]], output_dir=root, out_series=out["series"],
+        out_cases=out["cases"], out_lesions=out["lesions"], out_dictionary=out["dictionary"], config=config or {"seed": 1},
+    )  # fmt: skip
+    return out
+
+
+def test_build_catalog_schema_and_dictionary(tmp_path):
+    files = make_case(tmp_path)
+    run_case(tmp_path, files)
+    out = build(tmp_path, files, {"b": 1, "a": [1, 2]})
+    for table, required in CONTRACT.items():
+        schema = pq.read_schema(out[table])
+        assert set(required) <= set(schema.names), table
+        for f in schema:
+            assert f.metadata and f.metadata.get(b"description"), (table, f.name)
+        meta = schema.metadata
+        assert meta[b"config_sha256"].decode() == catalog.config_digest({"a": [1, 2], "b": 1})
+        assert meta[b"metsprep_version"] and meta[b"created_by"]
+        assert len(pd.read_parquet(out[table])) >= 1
+    assert pq.read_schema(out["lesions"]).field("volume_mm3").metadata[b"unit"] == b"mm3"
+    cases = pd.read_parquet(out["cases"]).set_index("case_id")
+    assert cases.loc["sub-09_ses-01", "status"] == "excluded" and cases.loc["sub-09_ses-01", "excluded_at"] == "match"
+    assert cases.loc["sub-01_ses-01", "n_lesions"] == 2 and pd.isna(cases.loc["sub-01_ses-01", "status_reason"])
+    series = pd.read_parquet(out["series"])
+    assert list(series["case_id"].isna()) == [False, True]  # nulls last
+    assert series.loc[0, "nifti"].endswith("_ce-gadolinium_T1w.nii.gz") and pd.isna(series.loc[1, "nifti"])
+    # the dictionary is exactly what the written schemas generate
+    schemas = {t: pq.read_schema(out[t]) for t in ("series", "cases", "lesions")}
+    assert out["dictionary"].read_text() == catalog.data_dictionary(schemas)
+    assert "`extra_note`" in out["dictionary"].read_text()
+
+
+def test_catalog_readable_by_pyarrow_dataset_and_pandas(tmp_path):
+    files = make_case(tmp_path)
+    run_case(tmp_path, files)
+    out = build(tmp_path, files)
+    lesions = pq.read_table(out["lesions"]).to_pandas()
+    assert lesions["rano_measurable"].dtype == bool
+    assert lesions["label"].tolist() == [2, 1]

@@ -1,0 +1,91 @@
+"""QC figures for a constructed case and an HTML page that links only existing files."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+from test_catalog import build, make_case, run_case
+
+from metsprep import qc
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.scripts = 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "script":
+            self.scripts += 1
+        for key in ("src", "href"):
+            if attrs.get(key):
+                self.links.append(attrs[key])
+
+
+def _is_png(path: Path) -> bool:
+    return path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_axial_view_is_radiological():
+    # voxel axis i runs to patient right (-x LPS), j to anterior (-y): flip both
+    lps_from_ijk = np.diag([-1.0, -1.0, 1.0, 1.0])
+    slice_ij = np.zeros((4, 3))
+    slice_ij[0, 0] = 1  # i=0 is the most patient-LEFT column, j=0 the most posterior row
+    view = qc.axial_view(slice_ij, lps_from_ijk)
+    assert view.shape == (3, 4)
+    assert view[-1, -1] == 1  # shown at the bottom (posterior) right (patient left)
+
+
+def test_case_figures_and_report(tmp_path):
+    files = make_case(tmp_path)
+    run_case(tmp_path, files)
+    excluded = make_case(tmp_path, "sub-02_ses-01", with_t2=False)
+    bids = json.loads(excluded["bids"].read_text())
+    bids.update(status="excluded", status_reason="the T1C series has 3 missing slices in a row")
+    excluded["bids"].write_text(json.dumps(bids))
+    run_case(tmp_path, excluded)
+    figures = tmp_path / "qc" / "figures"
+    for f in (files, excluded):
+        cid = json.loads(f["case"].read_text())["case_id"]
+        qc.case_figures(case_json=f["case"], lesions_parquet=f["lesions"], output_dir=tmp_path,
+                        out_lesions_png=figures / f"{cid}_lesions.png", out_registration_png=figures / f"{cid}_registration.png")  # fmt: skip
+        assert _is_png(figures / f"{cid}_lesions.png") and _is_png(figures / f"{cid}_registration.png")
+    out = build(tmp_path, files)
+    # add the second case to the catalog too
+    from metsprep import catalog
+
+    catalog.build_catalog(
+        inventory_parquet=tmp_path / "none.parquet", match_series_parquet=tmp_path / "work/match/series.parquet",
+        match_cases_parquet=tmp_path / "work/match/cases.parquet", case_jsons=[files["case"], excluded["case"]],
+        lesion_parquets=[files["lesions"], excluded["lesions"]], output_dir=tmp_path, out_series=out["series"],
+        out_cases=out["cases"], out_lesions=out["lesions"], out_dictionary=out["dictionary"], config={},
+    )  # fmt: skip
+    html_path = tmp_path / "qc" / "index.html"
+    qc.build_report(series_parquet=out["series"], cases_parquet=out["cases"], lesions_parquet=out["lesions"],
+                    output_dir=tmp_path, out_html=html_path, out_summary_png=figures / "cohort_summary.png")  # fmt: skip
+    assert _is_png(figures / "cohort_summary.png")
+    text = html_path.read_text()
+    parser = _Links()
+    parser.feed(text)
+    assert parser.scripts == 0
+    assert parser.links, "the page links its figures"
+    for link in parser.links:
+        assert not re.match(r"^[a-z]+:", link), f"external resource {link}"
+        assert (html_path.parent / link).exists(), link
+    assert "figures/sub-01_ses-01_lesions.png" in parser.links
+    assert "the T1C series has 3 missing slices in a row" in text
+    assert "sub-09_ses-01" in text and "R_front" in text and "hemisphere_name_R_geometry_L" in text
+
+
+def test_lesion_figure_without_lesions(tmp_path):
+    files = make_case(tmp_path, lesions=False, with_head=False, with_t2=False)
+    run_case(tmp_path, files)
+    qc.case_figures(case_json=files["case"], lesions_parquet=files["lesions"], output_dir=tmp_path,
+                    out_lesions_png=tmp_path / "l.png", out_registration_png=tmp_path / "r.png")  # fmt: skip
+    assert _is_png(tmp_path / "l.png") and _is_png(tmp_path / "r.png")
