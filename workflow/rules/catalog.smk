@@ -8,7 +8,7 @@ rule catalog_case:
         rtss=case_work("rtss.json"),
         rois=case_work("rois.parquet"),
         register=case_work("register.json"),
-        vocabulary=config["location"]["vocabulary"],
+        vocabulary=config_file(config["location"]["vocabulary"]),
     output:
         lesions=case_work("lesions.parquet"),
         case=case_work("case.json"),

@@ -12,6 +12,12 @@ wildcard_constraints:
     shard=r"\d+",
 
 
+def config_file(path):
+    """A file named in the config: relative paths are relative to the workflow's folder."""
+    path = Path(path)
+    return str(path if path.is_absolute() else Path(workflow.basedir) / path)
+
+
 def out(path):
     """A path below the output folder."""
     return str(OUTPUT_DIR / path)

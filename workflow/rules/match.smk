@@ -6,7 +6,7 @@
 checkpoint match:
     input:
         inventory=out("catalog/inventory.parquet"),
-        rules=config["match"]["sequence_rules"],
+        rules=config_file(config["match"]["sequence_rules"]),
     output:
         series=out("work/match/series.parquet"),
         cases=out("work/match/cases.parquet"),

@@ -1,0 +1,226 @@
+"""End to end: Snakemake on small synthetic cohorts, the catalog checked against the truth.
+
+One run per layout: `nested` with a faulty case (its T1C removed) and a case without T2,
+`flat` with a tilted T1C. The per_case layout is the default of the demo and of the
+`synth_cohort` fixture used by the stage tests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+pytestmark = pytest.mark.slow
+
+
+def run_snakemake(input_dir: Path, output_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    config = output_dir.parent / f"{output_dir.name}.config.yaml"
+    config.write_text(f"input_dir: '{input_dir}'\noutput_dir: '{output_dir}'\nscan:\n  shards: 2\n")
+    command = [*SNAKEMAKE, "--cores", "2", "--scheduler", "greedy", "--configfile", str(config), *extra]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+
+
+def _run_layout(tmp_path_factory, layout: str, n_cases: int, seed: int, case_options: dict) -> SimpleNamespace:
+    from metsprep.synth import generate_cohort
+
+    root = tmp_path_factory.mktemp(f"e2e_{layout}")
+    truth = generate_cohort(root / "cohort", n_cases, seed, layout=layout, case_options=case_options)
+    input_dir = root / "cohort" / "dicom"
+    before = sorted((p.relative_to(input_dir), p.stat().st_mtime_ns) for p in input_dir.rglob("*"))
+    output_dir = root / "out"
+    result = run_snakemake(input_dir, output_dir)
+    assert result.returncode == 0, result.stderr[-6000:]
+    after = sorted((p.relative_to(input_dir), p.stat().st_mtime_ns) for p in input_dir.rglob("*"))
+    return SimpleNamespace(
+        root=root, input_dir=input_dir, output=output_dir, truth=truth, run=result,
+        input_unchanged=before == after,
+        cases=pd.read_parquet(output_dir / "catalog" / "cases.parquet"),
+        series=pd.read_parquet(output_dir / "catalog" / "series.parquet"),
+        lesions=pd.read_parquet(output_dir / "catalog" / "lesions.parquet"),
+        inventory=pd.read_parquet(output_dir / "catalog" / "inventory.parquet"),
+    )
+
+
+@pytest.fixture(scope="session")
+def nested_run(tmp_path_factory):
+    return _run_layout(
+        tmp_path_factory, "nested", n_cases=4, seed=7,
+        case_options={1: {"omit_series": ["T2"]}, 3: {"omit_series": ["T1C"]}},
+    )
+
+
+@pytest.fixture(scope="session")
+def flat_run(tmp_path_factory):
+    return _run_layout(tmp_path_factory, "flat", n_cases=2, seed=11, case_options={0: {"tilt_deg": 12.0}})
+
+
+@pytest.fixture(params=["nested", "flat"])
+def any_run(request):
+    return request.getfixturevalue(f"{request.param}_run")
+
+
+def truth_cases(run) -> list[dict]:
+    return run.truth["cases"]
+
+
+def case_row(run, truth_case: dict) -> pd.Series:
+    rows = run.cases[run.cases["study_instance_uid"] == truth_case["study_instance_uid"]]
+    assert len(rows) == 1, f"study {truth_case['study_instance_uid']} has {len(rows)} case rows"
+    return rows.iloc[0]
+
+
+def test_input_folder_is_never_written(any_run):
+    assert any_run.input_unchanged
+
+
+def test_inventory_has_every_file(any_run):
+    files = sorted(p.relative_to(any_run.input_dir).as_posix() for p in any_run.input_dir.rglob("*") if p.is_file())
+    assert sorted(any_run.inventory["path"]) == files
+
+
+def test_case_status_matches_truth(any_run):
+    for truth_case in truth_cases(any_run):
+        row = case_row(any_run, truth_case)
+        assert row["status"] == truth_case["expected_status"], (row["case_id"], row["status_reason"])
+        if row["status"] == "ok":
+            assert pd.isna(row["status_reason"])
+        else:
+            assert isinstance(row["status_reason"], str) and len(row["status_reason"]) > 10
+
+
+def test_excluded_case_says_why(nested_run):
+    truth_case = truth_cases(nested_run)[3]
+    row = case_row(nested_run, truth_case)
+    assert row["status"] == "excluded"
+    assert "contrast" in row["status_reason"].lower() or "t1c" in row["status_reason"].lower()
+
+
+def test_sequences_match_truth(any_run):
+    series = any_run.series.set_index("series_instance_uid")
+    for truth_case in truth_cases(any_run):
+        for role, truth_series in truth_case["series"].items():
+            if role in truth_case["options"].get("omit_series", []):
+                continue
+            assert series.loc[truth_series["series_instance_uid"], "sequence"] == truth_series["expected_sequence"]
+
+
+def test_every_truth_lesion_once_with_volumes_and_positions(any_run):
+    for truth_case in truth_cases(any_run):
+        if truth_case["expected_status"] != "ok":
+            continue
+        row = case_row(any_run, truth_case)
+        lesions = any_run.lesions[any_run.lesions["case_id"] == row["case_id"]].set_index("roi_number")
+        assert lesions.index.is_unique
+        assert sorted(lesions.index) == sorted(les["roi_number"] for les in truth_case["lesions"])
+        assert row["n_lesions"] == len(truth_case["lesions"])
+        t1c = truth_case["series"]["T1C"]
+        voxel_diagonal = float(np.linalg.norm([*t1c["pixel_spacing_mm"], t1c["slice_spacing_mm"]]))
+        for les in truth_case["lesions"]:
+            got = lesions.loc[les["roi_number"]]
+            assert got["roi_name"] == les["roi_name"]
+            assert got["contour_volume_mm3"] == pytest.approx(les["planimetric_volume_mm3"], rel=1e-3)
+            if les["planimetric_volume_mm3"] >= 1000.0:
+                assert got["volume_mm3"] == pytest.approx(les["planimetric_volume_mm3"], rel=0.03)
+            centroid = got[["centroid_lps_x_mm", "centroid_lps_y_mm", "centroid_lps_z_mm"]].to_numpy(float)
+            assert np.linalg.norm(centroid - np.asarray(les["centroid_lps_mm"])) < voxel_diagonal
+            if les["hemisphere"] in ("L", "R"):
+                assert got["hemisphere"] == les["hemisphere"]
+
+
+def test_catalog_paths_exist(any_run):
+    path_columns = [c for c in any_run.cases.columns if c.endswith(("_nifti", "_transform"))]
+    assert {"t1c_nifti", "lesion_labels_nifti", "t1_to_t1c_transform"} <= set(path_columns)
+    for column in path_columns:
+        for value in any_run.cases[column].dropna():
+            assert (any_run.output / value).is_file(), (column, value)
+    for value in any_run.series["nifti"].dropna():
+        assert (any_run.output / value).is_file(), value
+
+
+def test_case_without_t2_still_gets_everything_else(nested_run):
+    row = case_row(nested_run, truth_cases(nested_run)[1])
+    assert row["status"] == "ok"
+    assert pd.isna(row["t2_nifti"]) and pd.isna(row["t2_to_t1c_transform"])
+    assert isinstance(row["t1_to_t1c_transform"], str) and isinstance(row["lesion_labels_nifti"], str)
+
+
+def test_second_run_does_nothing(flat_run):
+    result = run_snakemake(flat_run.input_dir, flat_run.output, "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_catalog_reads_the_same_in_pandas_polars_duckdb(nested_run):
+    import duckdb
+    import polars as pl
+
+    for table in ("series", "cases", "lesions"):
+        path = nested_run.output / "catalog" / f"{table}.parquet"
+        from_pandas = pd.read_parquet(path)
+        from_polars = pl.read_parquet(path).to_pandas()
+        from_duckdb = duckdb.sql(f"SELECT * FROM read_parquet('{path}')").df()
+        assert len(from_pandas) == len(from_polars) == len(from_duckdb) > 0
+        key = {"series": "series_instance_uid", "cases": "case_id", "lesions": ["case_id", "roi_number"]}[table]
+        for other in (from_polars, from_duckdb):
+            left = from_pandas.sort_values(key).reset_index(drop=True)
+            right = other.sort_values(key).reset_index(drop=True)[left.columns]
+            pd.testing.assert_frame_equal(left, right, check_dtype=False, check_like=False)
+    count = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{nested_run.output}/catalog/lesions.parquet') l "
+        f"JOIN read_parquet('{nested_run.output}/catalog/cases.parquet') c USING (case_id) WHERE c.status = 'ok'"
+    ).fetchone()[0]
+    assert count == sum(len(c["lesions"]) for c in truth_cases(nested_run) if c["expected_status"] == "ok")
+
+
+def test_bids_validator_reports_no_errors(nested_run):
+    validator = shutil.which("bids-validator") or str(ROOT / ".tools" / "node_modules" / ".bin" / "bids-validator")
+    if not Path(validator).exists():
+        pytest.skip("bids-validator (npm) not installed: run tools/install-test-tools.sh")
+    result = subprocess.run(
+        [validator, "--json", str(nested_run.output / "bids")], capture_output=True, text=True, timeout=300
+    )
+    report = json.loads(result.stdout)
+    errors = report["issues"]["errors"]
+    assert errors == [], json.dumps(errors, indent=1)[:4000]
+
+
+def test_pybids_finds_one_contrast_enhanced_t1_per_session(nested_run):
+    from bids import BIDSLayout
+
+    layout = BIDSLayout(nested_run.output / "bids", validate=True)
+    ok = nested_run.cases[nested_run.cases["status"] == "ok"]
+    files = layout.get(suffix="T1w", ceagent="gadolinium", extension=".nii.gz")
+    sessions = sorted((f.entities["subject"], f.entities["session"]) for f in files)
+    assert sessions == sorted(zip(ok["case_id"].str.extract(r"sub-([^_]+)")[0], ok["session"]))
+
+
+def test_qc_page_loads_in_chromium(nested_run, tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium (Debian) not installed: run tools/install-test-tools.sh")
+    page = nested_run.output / "qc" / "index.html"
+    html = page.read_text()
+    for figure in (nested_run.output / "qc" / "figures").glob("*.png"):
+        assert figure.stat().st_size > 1000
+    result = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+         f"--screenshot={tmp_path / 'qc.png'}", "--window-size=1400,2000", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert (tmp_path / "qc.png").stat().st_size > 10_000, result.stderr[-2000:]
+    assert "Failed to load resource" not in result.stderr, result.stderr[-2000:]
+    for case_id in nested_run.cases.loc[nested_run.cases["status"] == "ok", "case_id"]:
+        assert case_id in html
