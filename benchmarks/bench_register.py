@@ -218,11 +218,10 @@ def _pairs(source: str, n: int, workdir: Path) -> list[dict]:
 
 def _synth_pairs(root: Path, truth: dict):
     """Yield T1->T1C and T2->T1C pairs from a synthetic cohort (DICOM read with GDCM)."""
-    cases = truth["cases"] if "cases" in truth else truth
-    items = cases.items() if isinstance(cases, dict) else ((c["case_id"], c) for c in cases)
-    for case_id, case in items:
-        series = {name: read_dicom_series(root / "dicom", uid)
-                  for name, uid in case["series_instance_uids"].items()}
+    for case in truth["cases"]:
+        case_id = f"{case['patient_id']}-{case['study_index']}"
+        series = {name: read_dicom_series(root / "dicom" / case["folder"], s["series_instance_uid"])
+                  for name, s in case["series"].items() if name in ("T1C", "T1", "T2")}
         points = np.array(case["brain_points_t1c_lps"])
         for name in ("T1", "T2"):
             if name in series and name in case["transforms"]:
@@ -243,11 +242,10 @@ STUDY = {
     "sampling 10%": {"sampling_percentage": 0.10},
     "sampling RANDOM 5%": {"sampling_strategy": "RANDOM"},
     "no head mask": {"use_head_mask": False},
-    "bins 50": {"histogram_bins": 50},
+    "bins 50": {"number_of_histogram_bins": 50},
     "learning rate 1": {"learning_rate": 1.0},
     "min step 1e-2": {"min_step": 1e-2},
     "ConjugateGradientLineSearch": {"optimizer": "ConjugateGradientLineSearch", "learning_rate": 1.0},
-    "2 threads": {"number_of_threads": 2},
 }
 
 

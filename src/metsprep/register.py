@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +35,7 @@ MOVING_SEQUENCES = {"T1": "T1w", "T2": "T2w"}
 class RegistrationSettings:
     """Everything that decides a registration's result; see docs/registration.md."""
 
-    histogram_bins: int = 32
+    number_of_histogram_bins: int = 32
     sampling_strategy: str = "REGULAR"  # REGULAR | RANDOM | NONE
     sampling_percentage: float = 0.05  # of the fixed grid's voxels, before the head mask
     seed: int = 20240611
@@ -46,15 +48,19 @@ class RegistrationSettings:
     relaxation_factor: float = 0.5
     gradient_tolerance: float = 1e-6
     max_iterations: int = 200
-    number_of_threads: int = 1
     # QC bounds: a result beyond them is flagged (kept, not excluded).
     max_rotation_deg: float = 10.0
     max_translation_mm: float = 20.0
+    # Mattes MI (nats, sign flipped back) below which the images are deemed not aligned.
+    min_mutual_information: float = 0.15
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> RegistrationSettings:
         """Build from the config's ``register:`` section; unknown keys are an error."""
         config = dict(config or {})
+        # `threads` is the Snakemake job's thread count; registration always runs on one
+        # ITK thread (see single_threaded_itk).
+        config.pop("threads", None)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(config) - known)
         if unknown:
@@ -111,10 +117,8 @@ def head_mask(image: sitk.Image) -> sitk.Image:
     smooth = sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), 2.0)
     foreground = sitk.OtsuThreshold(smooth, 0, 1)
     components = sitk.RelabelComponent(sitk.ConnectedComponent(foreground), sortByObjectSize=True)
-    largest = components == 1
-    # Close small holes (dark CSF, bone) slice by slice; thick slices make 3-D closing poor.
-    closed = sitk.BinaryMorphologicalClosing(largest, [4, 4, 0])
-    return sitk.BinaryFillhole(closed)
+    # Fill enclosed dark parts (ventricles, sulcal CSF); closing was measured to add nothing.
+    return sitk.BinaryFillhole(components == 1)
 
 
 def _mask_centroid_lps(mask: sitk.Image) -> list[float]:
@@ -153,7 +157,7 @@ def _configure_method(settings: RegistrationSettings, fixed_mask: sitk.Image | N
     import SimpleITK as sitk
 
     method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.number_of_histogram_bins)
     strategy = settings.sampling_strategy.upper()
     if strategy != "NONE":
         method.SetMetricSamplingStrategy(getattr(method, strategy))
@@ -195,9 +199,6 @@ def _configure_method(settings: RegistrationSettings, fixed_mask: sitk.Image | N
         raise ValueError(f"unknown optimizer {settings.optimizer!r}")
     # Scales so that one unit of every parameter moves the image about the same distance.
     method.SetOptimizerScalesFromPhysicalShift()
-    # Mattes MI sums per-thread joint histograms; the summation order (and with it the
-    # last bits of the result) depends on the number of threads, so it is pinned.
-    method.SetNumberOfThreads(settings.number_of_threads)
     return method
 
 
@@ -206,10 +207,38 @@ def _stopped_converged(stop_condition: str) -> bool:
     return "maximum number of iterations" not in text
 
 
+@contextmanager
+def single_threaded_itk() -> Iterator[None]:
+    """Run ITK on one thread, restoring the caller's default afterwards.
+
+    Measured (docs/registration.md): with 2 threads the Mattes MI metric accumulates its
+    joint histogram derivatives in a thread-dependent order, so two runs on the same
+    images differ in the last bits (about 1e-9 mm), even run to run at the same thread
+    count; ``ImageRegistrationMethod.SetNumberOfThreads`` does not reach the metric, only
+    the global default does. One thread is bitwise reproducible and, on this 2-core
+    machine with one registration per Snakemake job, no slower.
+    """
+    import SimpleITK as sitk
+
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+
+
 def register_pair(
     fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings
 ) -> RegistrationResult:
     """Rigidly register ``moving`` onto ``fixed``; the transform maps fixed LPS to moving LPS."""
+    with single_threaded_itk():
+        return _register_pair(fixed, moving, settings)
+
+
+def _register_pair(
+    fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettings
+) -> RegistrationResult:
     import SimpleITK as sitk
 
     start = time.perf_counter()
@@ -271,14 +300,15 @@ def _metric_value(
     import SimpleITK as sitk
 
     method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.number_of_histogram_bins)
     method.SetMetricSamplingStrategy(method.REGULAR)
     method.SetMetricSamplingPercentage(max(settings.sampling_percentage, 0.05), settings.seed)
     if mask is not None:
         method.SetMetricFixedMask(mask)
+    method.SetMetricUseFixedImageGradientFilter(False)
+    method.SetMetricUseMovingImageGradientFilter(False)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetInitialTransform(transform, inPlace=False)
-    method.SetNumberOfThreads(settings.number_of_threads)
     return float(method.MetricEvaluate(fixed, moving))
 
 
@@ -300,6 +330,11 @@ def registration_flags(result: RegistrationResult, settings: RegistrationSetting
             f"metric after ({result.metric_after:.4f}) not better than identity "
             f"({result.metric_before:.4f})"
         )
+    if -result.metric_after < settings.min_mutual_information:
+        flags.append(
+            f"mutual information after registration ({-result.metric_after:.3f}) below "
+            f"{settings.min_mutual_information}"
+        )
     if not result.converged:
         flags.append(f"optimizer did not converge: {result.stop_condition}")
     return flags
@@ -308,22 +343,24 @@ def registration_flags(result: RegistrationResult, settings: RegistrationSetting
 # ---------------------------------------------------------------- per-case stage
 
 
-def _derivative_paths(case_id: str, subject: str, session: str, suffix: str) -> dict[str, str]:
+def _derivative_paths(case_id: str, subject: str, session: str, sequence: str) -> dict[str, str]:
     """Paths (relative to output_dir) of one moving series' registration derivatives."""
     try:
-        from metsprep.bids import bids_paths  # type: ignore[attr-defined]
-    except ImportError:
-        bids_paths = None
-    if bids_paths is not None:
-        paths = bids_paths(subject, session)
-        xfm = paths.get(f"{suffix}_to_T1wCE_xfm") if isinstance(paths, dict) else None
-        img = paths.get(f"space-T1wCE_{suffix}") if isinstance(paths, dict) else None
-        if xfm and img:
-            return {"xfm": str(xfm), "image": str(img)}
-    anat = f"bids/derivatives/metsprep/sub-{subject}/ses-{session}/anat"
+        from metsprep.bids import bids_paths
+    except ImportError:  # the bids module is optional here: same names, built locally
+        suffix = MOVING_SEQUENCES[sequence]
+        anat = f"bids/derivatives/metsprep/sub-{subject}/ses-{session}/anat"
+        return {
+            "xfm": f"{anat}/{case_id}_from-{suffix}_to-T1wCE_mode-image_xfm.tfm",
+            "image": f"{anat}/{case_id}_space-T1wCE_{suffix}.nii.gz",
+            "sidecar": f"{anat}/{case_id}_space-T1wCE_{suffix}.json",
+        }
+    paths = bids_paths(subject, session)
+    key = sequence.lower()  # t1 | t2
     return {
-        "xfm": f"{anat}/{case_id}_from-{suffix}_to-T1wCE_mode-image_xfm.tfm",
-        "image": f"{anat}/{case_id}_space-T1wCE_{suffix}.nii.gz",
+        "xfm": getattr(paths, f"{key}_to_t1c_transform"),
+        "image": getattr(paths, f"{key}_in_t1c"),
+        "sidecar": getattr(paths, f"{key}_in_t1c_sidecar"),
     }
 
 
@@ -368,7 +405,7 @@ def register_case(
         try:
             qc = _register_one(
                 fixed, fixed_rel, entry["nifti"], output_dir, case_id, subject, session,
-                suffix, reg_settings,
+                sequence, reg_settings,
             )
         except Exception as error:  # noqa: BLE001 - one failed derivative must not stop the case
             qc = {"missing": True, "reason": f"registration failed: {type(error).__name__}: {error}"}
@@ -389,14 +426,15 @@ def _register_one(
     case_id: str,
     subject: str,
     session: str,
-    suffix: str,
+    sequence: str,
     settings: RegistrationSettings,
 ) -> dict[str, Any]:
     import SimpleITK as sitk
 
+    suffix = MOVING_SEQUENCES[sequence]
     moving = sitk.ReadImage(str(output_dir / moving_rel))
     registration = register_pair(fixed, moving, settings)
-    paths = _derivative_paths(case_id, subject, session, suffix)
+    paths = _derivative_paths(case_id, subject, session, sequence)
     xfm_path = output_dir / paths["xfm"]
     image_path = output_dir / paths["image"]
     xfm_path.parent.mkdir(parents=True, exist_ok=True)
@@ -409,7 +447,7 @@ def _register_one(
     sidecar = {
         "Description": f"{suffix} rigidly registered and resampled onto the T1w+C grid",
         "SkullStripped": False,
-        "SpatialReference": fixed_rel,
+        "SpatialReference": _spatial_reference(subject, session, fixed_rel),
         "Sources": [moving_rel, paths["xfm"]],
         "TransformFile": paths["xfm"],
         "TransformDirection": "maps T1w+C LPS mm points to the same point in source LPS mm "
@@ -421,10 +459,19 @@ def _register_one(
         "RegistrationSettings": _jsonable(asdict(settings)),
         "RegistrationFlag": qc["flag"],
     }
-    _write_json(image_path.with_name(image_path.name.removesuffix(".nii.gz") + ".json"), sidecar)
+    _write_json(output_dir / paths["sidecar"], sidecar)
     qc.update(missing=False, reason=None, transform=paths["xfm"], image=paths["image"],
-              sidecar=str(Path(paths["image"]).with_suffix("").with_suffix(".json").as_posix()))
+              sidecar=paths["sidecar"])
     return qc
+
+
+def _spatial_reference(subject: str, session: str, fixed_rel: str) -> str:
+    """The raw T1w+C image as a BIDS URI where the bids module defines one."""
+    try:
+        from metsprep.bids import derivative_sidecar_spatial_reference
+    except ImportError:
+        return fixed_rel
+    return str(derivative_sidecar_spatial_reference(subject, session)["SpatialReference"])
 
 
 def _jsonable(value: Any) -> Any:
