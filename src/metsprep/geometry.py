@@ -257,13 +257,16 @@ def series_geometry(headers: Sequence[SliceHeader], max_missing_run: int = 1) ->
         raise GeometryError(
             f"slice positions do not lie on a straight line (off by up to {in_plane_residual:.3f} mm)"
         )
-    lps_from_ijk[:3, 2] = k_step
-    lps_from_ijk[:3, 3] = origin
-
     cos_tilt = float(np.clip(k_step @ normal / np.linalg.norm(k_step), -1.0, 1.0))
     tilt_deg = float(np.degrees(np.arccos(cos_tilt)))
     if tilt_deg > TILT_TOLERANCE_DEG:
         flags.append("gantry_tilt")
+    else:
+        # In-plane drift below the tolerance is rounding of printed positions, not shear.
+        tilt_deg = 0.0
+        k_step = normal * spacing
+    lps_from_ijk[:3, 2] = k_step
+    lps_from_ijk[:3, 3] = origin
 
     order: list[int | None] = [None] * n_planes
     for k, index in zip(grid_k, by_distance, strict=True):
