@@ -256,3 +256,38 @@ def test_deterministic_across_runs_and_thread_counts(cases):
     # A different sampling seed is a different (if equally good) result: the seed is used.
     other = register_pair(fixed, moving, replace(settings, sampling_strategy="RANDOM", seed=1))
     assert other.transform.GetParameters() != parameters[0]
+
+
+def test_sheared_t1c_marks_registrations_missing_and_case_stays_ok(tmp_path):
+    """A gantry-tilted (sheared) T1C grid cannot become an ITK image: reason, not a crash."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from metsprep.register import register_case
+
+    ras_from_ijk = np.array([[1.0, 0, 0, -10], [0, 1.0, 0.5, -10], [0, 0, 3.0, -10], [0, 0, 0, 1]])
+    anat = tmp_path / "bids" / "sub-1" / "ses-01" / "anat"
+    anat.mkdir(parents=True)
+    data = np.random.default_rng(0).integers(0, 100, size=(20, 20, 8)).astype(np.int16)
+    for name in ("t1c", "t1"):
+        image = nib.Nifti1Image(data, ras_from_ijk)
+        image.set_qform(None, code=0)
+        image.set_sform(ras_from_ijk, code=1)
+        nib.save(image, anat / f"{name}.nii.gz")
+    bids_json = tmp_path / "bids.json"
+    bids_json.write_text(json.dumps({
+        "case_id": "sub-1_ses-01", "subject": "1", "session": "01", "status": "ok", "status_reason": None,
+        "flags": [], "images": {
+            "T1C": {"nifti": "bids/sub-1/ses-01/anat/t1c.nii.gz"},
+            "T1": {"nifti": "bids/sub-1/ses-01/anat/t1.nii.gz"},
+        },
+    }))
+    result_json = tmp_path / "register.json"
+    register_case(bids_json, tmp_path, result_json, {})
+    result = json.loads(result_json.read_text())
+    assert result["status"] == "ok"
+    assert result["T1"]["missing"] is True and "could not be opened" in result["T1"]["reason"]
+    assert result["registrations"]["T2"] is None
+    assert "registration_failed_T1" in result["flags"]

@@ -396,11 +396,22 @@ def register_case(
     subject = case.get("subject") or _split_case_id(case_id)[0]
     session = case.get("session") or _split_case_id(case_id)[1]
     fixed_rel = images["T1C"]["nifti"]
-    fixed = sitk.ReadImage(str(output_dir / fixed_rel))
+    try:
+        fixed = sitk.ReadImage(str(output_dir / fixed_rel))
+        fixed_error = None
+    except RuntimeError as error:
+        # ITK images need orthonormal direction cosines; a sheared (gantry-tilted) T1C
+        # grid cannot be opened, so its registrations are missing, with the reason.
+        fixed, fixed_error = None, f"the T1W+C image could not be opened for registration: {error}"
     for sequence, suffix in MOVING_SEQUENCES.items():
         entry = images.get(sequence)
         if not entry or not entry.get("nifti"):
             result["registrations"][sequence] = None
+            continue
+        if fixed_error is not None:
+            qc = {"missing": True, "reason": fixed_error.splitlines()[0][:300]}
+            result["flags"].append(f"registration_failed_{sequence}")
+            result["registrations"][sequence] = result[sequence] = qc
             continue
         try:
             qc = _register_one(
