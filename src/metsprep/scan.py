@@ -38,7 +38,7 @@ HEADER_KEYWORDS: tuple[str, ...] = (
     "MagneticFieldStrength", "BitsAllocated", "SamplesPerPixel", "NumberOfFrames",
 )
 
-_STRING_COLUMNS = (
+_STRING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("sop_class_uid", "SOPClassUID"), ("sop_instance_uid", "SOPInstanceUID"),
     ("study_instance_uid", "StudyInstanceUID"), ("series_instance_uid", "SeriesInstanceUID"),
     ("frame_of_reference_uid", "FrameOfReferenceUID"), ("modality", "Modality"),
@@ -69,6 +69,15 @@ _FLOAT_LIST_COLUMNS = (
     ("image_position_patient", "ImagePositionPatient"),
     ("pixel_spacing_mm", "PixelSpacing"),
 )
+
+def _tags(keywords: Iterable[str]) -> list[int]:
+    from pydicom.datadict import tag_for_keyword
+
+    return [int(tag_for_keyword(k)) for k in keywords]  # type: ignore[arg-type]
+
+
+HEADER_TAGS = _tags(HEADER_KEYWORDS)
+_KEYWORDS = dict(zip(HEADER_TAGS, HEADER_KEYWORDS))
 
 SCHEMA = pa.schema(
     [
@@ -208,6 +217,7 @@ def read_file_row(input_dir: Path, rel: str) -> dict[str, Any]:
     """Inventory row of one file; never raises for bad data."""
     import pydicom
     from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import read_partial
 
     path = input_dir / rel
     try:
@@ -218,8 +228,10 @@ def read_file_row(input_dir: Path, rel: str) -> dict[str, Any]:
         return _empty_row(rel, 0, "empty file (0 bytes)")
     try:
         with open(path, "rb") as fp:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=list(HEADER_KEYWORDS))
-            header_end = fp.tell()
+            # stop after the last tag needed: the rest of the header is never parsed
+            ds = read_partial(fp, stop_when=_past_header_tags, specific_tags=HEADER_TAGS)
+            values = _decode_header(ds)
+            header_end = _pixel_data_start(fp, ds, values, size)
     except InvalidDicomError:
         return _empty_row(rel, size, _not_dicom_reason(path))
     except (EOFError, OSError, ValueError, KeyError, TypeError, struct.error) as err:
@@ -229,10 +241,10 @@ def read_file_row(input_dir: Path, rel: str) -> dict[str, Any]:
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         row["transfer_syntax_uid"] = str(meta.get("TransferSyntaxUID", "")) or None
-    sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else None)
+    sop_class = values.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else None)
     if sop_class is None and meta is not None and "FileSetID" in ds:
         sop_class = MEDIA_STORAGE_DIRECTORY_SOP_CLASS_UID
-    _fill_header_columns(row, ds)
+    _fill_header_columns(row, values)
     if sop_class is not None:
         row["sop_class_uid"] = str(sop_class)
         row["sop_class_name"] = _uid_name(str(sop_class))
@@ -243,16 +255,95 @@ def read_file_row(input_dir: Path, rel: str) -> dict[str, Any]:
         row.update(readable=False, reason="DICOM file without SOP Class/Instance UID (not an image or structure set)")
         return row
 
-    truncation = _pixel_data_shortfall(ds, size, header_end)
+    truncation = _pixel_data_shortfall(values, row["transfer_syntax_uid"], size, header_end, row["sop_class_name"])
     if truncation:
         row.update(readable=False, reason=truncation)
         return row
     if row["sop_class_uid"] == RTSTRUCT_SOP_CLASS_UID or row["modality"] == "RTSTRUCT":
         try:
-            _fill_rtss_columns(row, pydicom.dcmread(path))
+            truncation = _top_level_truncation(path)
+            if truncation is None:
+                _fill_rtss_columns(row, pydicom.dcmread(path))
         except Exception as err:  # noqa: BLE001 - any parse failure is data
-            row.update(readable=False, reason=f"RT Structure Set cannot be read completely (truncated or corrupt): {err}")
+            truncation = f"RT Structure Set cannot be read completely (truncated or corrupt): {err}"
+        if truncation:
+            row.update(readable=False, reason=truncation)
     return row
+
+
+def _top_level_truncation(path: Path) -> str | None:
+    """Reason if the last top-level element of a file is cut off.
+
+    pydicom reads a file that ends early without complaint, so the element lengths are
+    checked against the bytes present.
+    """
+    from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
+    from pydicom.uid import UID
+
+    with open(path, "rb") as fp:
+        read_preamble(fp, False)
+        meta = _read_file_meta_info(fp)
+        syntax = UID(str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")))
+        implicit = syntax.is_implicit_VR if syntax.is_transfer_syntax else True
+        little = syntax.is_little_endian if syntax.is_transfer_syntax else True
+        end = fp.tell()
+        for raw in data_element_generator(fp, implicit, little):
+            if raw.length == 0xFFFFFFFF:
+                end = fp.tell()
+                continue
+            got = 0 if raw.value is None else len(raw.value)
+            if got != raw.length:
+                return f"truncated: element {raw.tag} has {got} of {raw.length} bytes"
+            end = raw.value_tell + raw.length
+        size = fp.seek(0, 2)
+    if end < size:
+        return f"truncated: {size - end} trailing bytes do not form a complete element"
+    return None
+
+
+LAST_HEADER_TAG = max(HEADER_TAGS)
+
+
+def _past_header_tags(tag: Any, vr: Any, length: Any) -> bool:
+    return int(tag) > LAST_HEADER_TAG
+
+
+def _pixel_data_start(fp: Any, ds: Any, values: dict[str, Any], size: int) -> int:
+    """File offset of the Pixel Data element (size if there is none).
+
+    Fast path for uncompressed images: the Pixel Data element header sits exactly
+    `expected bytes + 8 or 12` before the end of a complete file. Otherwise the rest of
+    the header is walked (as `stop_before_pixels` would).
+    """
+    import pydicom
+
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if getattr(ds, "file_meta", None) else ""
+    expected = _expected_pixel_bytes(values)
+    little = syntax != "1.2.840.10008.1.2.2"
+    if expected and not syntax.startswith(_COMPRESSED_PREFIXES):
+        end = "<" if little else ">"
+        for header_len in (12, 8):
+            start = size - expected - header_len
+            if start < 0:
+                continue
+            fp.seek(start)
+            head = fp.read(header_len)
+            group, element = struct.unpack(end + "HH", head[:4])
+            length = struct.unpack(end + "I", head[header_len - 4:])[0]
+            if (group, element) == (0x7FE0, 0x0010) and length == expected:
+                return start
+    fp.seek(0)
+    pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=[0x00280010])
+    return fp.tell()
+
+
+def _expected_pixel_bytes(values: dict[str, Any]) -> int | None:
+    rows, cols, bits = (_to_float(values.get(k)) for k in ("Rows", "Columns", "BitsAllocated"))
+    if not (rows and cols and bits):
+        return None
+    frames = int(_to_float(values.get("NumberOfFrames")) or 1)
+    samples = int(_to_float(values.get("SamplesPerPixel")) or 1)
+    return int(rows) * int(cols) * samples * int(bits) // 8 * frames
 
 
 def _not_dicom_reason(path: Path) -> str:
@@ -263,6 +354,43 @@ def _not_dicom_reason(path: Path) -> str:
     return "not a DICOM file: no 'DICM' prefix after the 128-byte preamble"
 
 
+_TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+_BINARY_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+
+
+def _decode_header(ds: Any) -> dict[str, Any]:
+    """Keyword -> value of the header tags read, decoded straight from the raw bytes.
+
+    pydicom's own value conversion (with validation) costs more than parsing the file;
+    these few VRs are simple enough to decode here. Text values become a str (one
+    value) or a list of str (multi-valued); binary numbers a number or a list.
+    """
+    from pydicom.datadict import dictionary_VR, keyword_for_tag
+
+    out: dict[str, Any] = {}
+    for tag, raw in ds._dict.items():
+        keyword = _KEYWORDS.get(int(tag)) or keyword_for_tag(tag)
+        if not keyword:
+            continue
+        if not getattr(raw, "is_raw", False):  # already converted by pydicom
+            out[keyword] = raw.value
+            continue
+        vr = raw.VR or dictionary_VR(tag)
+        data = raw.value or b""
+        if vr in _TEXT_VRS:
+            text = data.decode("latin-1").rstrip("\x00 ").strip()
+            parts = [part.strip() for part in text.split("\\")] if vr not in ("LT", "ST", "UT") else [text]
+            out[keyword] = parts[0] if len(parts) == 1 else parts
+        elif vr in _BINARY_FORMATS:
+            fmt = _BINARY_FORMATS[vr]
+            count = len(data) // struct.calcsize(fmt)
+            values = struct.unpack(("<" if raw.is_little_endian else ">") + fmt * count, data[: count * struct.calcsize(fmt)])
+            out[keyword] = values[0] if count == 1 else list(values) if count else None
+        else:
+            out[keyword] = ds[tag].value
+    return out
+
+
 def _uid_name(uid: str) -> str | None:
     from pydicom.uid import UID
 
@@ -270,14 +398,14 @@ def _uid_name(uid: str) -> str | None:
     return None if name == uid else name
 
 
-def _value(ds: Any, keyword: str) -> Any:
-    elem = ds.get(keyword)
-    if elem is None or elem == "":
+def _value(values: dict[str, Any], keyword: str) -> Any:
+    value = values.get(keyword)
+    if value is None or value == "" or value == []:
         return None
-    return elem
+    return value
 
 
-def _fill_header_columns(row: dict[str, Any], ds: Any) -> None:
+def _fill_header_columns(row: dict[str, Any], ds: dict[str, Any]) -> None:
     for column, keyword in _STRING_COLUMNS:
         value = _value(ds, keyword)
         if value is not None:
@@ -296,7 +424,7 @@ def _fill_header_columns(row: dict[str, Any], ds: Any) -> None:
     for column, keyword in _FLOAT_LIST_COLUMNS:
         value = _value(ds, keyword)
         if value is not None:
-            values = list(value) if not isinstance(value, (str, bytes)) else [value]
+            values = list(value) if isinstance(value, (list, tuple)) or value.__class__.__name__ == "MultiValue" else [value]
             try:
                 row[column] = [float(v) for v in values]
             except (TypeError, ValueError):
@@ -323,23 +451,43 @@ def _to_float(value: Any) -> float | None:
 _COMPRESSED_PREFIXES = ("1.2.840.10008.1.2.4", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.8")
 
 
-def _pixel_data_shortfall(ds: Any, size: int, header_end: int) -> str | None:
+def _pixel_data_shortfall(
+    ds: dict[str, Any], syntax: str | None, size: int, header_end: int, sop_class_name: str | None
+) -> str | None:
     """Reason if the file ends before its (uncompressed) pixel data is complete."""
-    rows, cols, bits = ds.get("Rows"), ds.get("Columns"), ds.get("BitsAllocated")
+    rows, cols, bits = (_to_float(ds.get(k)) for k in ("Rows", "Columns", "BitsAllocated"))
+    is_image = bool(sop_class_name and sop_class_name.endswith("Image Storage"))
+    if is_image and (header_end >= size or not (rows and cols and bits)):
+        return "truncated: file ends before the pixel data"
     if not (rows and cols and bits):
         return None
-    syntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", ""))
-    if syntax.startswith(_COMPRESSED_PREFIXES):
+    if (syntax or "").startswith(_COMPRESSED_PREFIXES):
         return None
     if header_end >= size:
         return "truncated: file ends before the pixel data"
-    frames = int(ds.get("NumberOfFrames") or 1)
-    expected = int(rows) * int(cols) * int(ds.get("SamplesPerPixel") or 1) * int(bits) // 8 * frames
+    expected = _expected_pixel_bytes(ds) or 0
     # the Pixel Data element header is 8 (implicit VR) or 12 (explicit VR OW/OB) bytes
     available = size - header_end - 8
     if available < expected:
         return f"truncated: pixel data has {max(available, 0)} of {expected} bytes"
     return None
+
+
+_CONTOUR_DATA_TAG = 0x30060050
+
+
+def _contour_data(contour: Any) -> Any:
+    """Contour Data as a float array, parsed from the raw decimal strings when possible
+    (pydicom's per-value DS objects dominate the cost of reading a structure set)."""
+    import numpy as np
+
+    raw = contour._dict.get(_CONTOUR_DATA_TAG)
+    if raw is None:
+        return np.zeros(0)
+    if getattr(raw, "is_raw", False) and isinstance(raw.value, bytes):
+        text = raw.value.decode("latin-1").strip("\x00 ")
+        return np.array([float(v) for v in text.split("\\") if v.strip()]) if text else np.zeros(0)
+    return np.asarray([float(v) for v in contour.ContourData])
 
 
 def _fill_rtss_columns(row: dict[str, Any], ds: Any) -> None:
@@ -367,12 +515,10 @@ def _fill_rtss_columns(row: dict[str, Any], ds: Any) -> None:
             for image in contour.get("ContourImageSequence", []) or []:
                 if image.get("ReferencedSOPInstanceUID"):
                     sop_uids.add(str(image.ReferencedSOPInstanceUID))
-            data = contour.get("ContourData")
-            if data is not None and len(data) >= 3:
-                xs, ys, zs = data[0::3], data[1::3], data[2::3]
-                n = len(zs)
-                points.append([round(sum(map(float, xs)) / n, 3), round(sum(map(float, ys)) / n, 3),
-                               round(sum(map(float, zs)) / n, 3)])
+            data = _contour_data(contour)
+            if len(data) >= 3:
+                mean = data[: len(data) // 3 * 3].reshape(-1, 3).mean(axis=0)
+                points.append([round(float(v), 3) for v in mean])
     row["rtss_contour_count"] = len(points)
     row["rtss_referenced_frame_of_reference_uids"] = sorted(set(for_uids))
     row["rtss_referenced_study_uids"] = sorted(set(study_uids))

@@ -1,0 +1,145 @@
+"""Sequence classification against a table of realistic vendor Series Descriptions."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from metsprep.classify import (
+    SequenceClass,
+    choose_series,
+    classify_series,
+    load_rules,
+    normalise_description,
+)
+
+TABLE = Path(__file__).parent / "data" / "series_descriptions.csv"
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return load_rules()
+
+
+def _table_rows() -> list[dict[str, str]]:
+    with TABLE.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _series_from_row(row: dict[str, str]) -> dict[str, object]:
+    return {
+        "series_description": row["description"],
+        "repetition_time_ms": float(row["tr_ms"]) if row["tr_ms"] else None,
+        "echo_time_ms": float(row["te_ms"]) if row["te_ms"] else None,
+        "scanning_sequence": row["scanning_sequence"] or None,
+        "contrast_bolus_agent": row["contrast_agent"] or None,
+        "image_type": row["image_type"].split("\\") if row["image_type"] else None,
+    }
+
+
+def test_table_is_large_and_covers_three_vendors():
+    rows = _table_rows()
+    assert len(rows) >= 150
+    assert {r["vendor"] for r in rows} == {"GE", "Siemens", "Philips"}
+    assert {r["expected"] for r in rows} == {"T1", "T1C", "T2", "OTHER"}
+
+
+def test_whole_table_is_classified_as_expected(rules):
+    mismatches = []
+    for row in _table_rows():
+        got = classify_series(_series_from_row(row), rules)
+        if got.label != row["expected"]:
+            mismatches.append((row["description"], row["vendor"], row["expected"], got))
+    assert mismatches == [], "\n".join(map(str, mismatches))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("sT1W_3D_TFE Gd", " ST1W 3D TFE GD "),
+        ("OAx T2 FLAIR+C", " OAX T2 FLAIR + C "),
+        ("T2*W_FFE", " T2 * W FFE "),
+        ("", " "),
+        (None, " "),
+    ],
+)
+def test_normalise_description(text, expected):
+    assert normalise_description(text) == expected
+
+
+def test_contrast_marker_on_t2_is_flagged_not_t1c(rules):
+    result = classify_series({"series_description": "T2W_TSE_TRA_+C"}, rules)
+    assert result.label == "T2"
+    assert "contrast_marker_on_non_t1" in result.flags
+
+
+def test_pre_gd_is_t1(rules):
+    assert classify_series({"series_description": "AXIAL T1 PRE GD"}, rules).label == "T1"
+
+
+def test_rtss_reference_turns_unmarked_t1_into_t1c(rules):
+    series = {"series_description": "AX T1 SE", "repetition_time_ms": 500, "echo_time_ms": 10,
+              "scanning_sequence": "SE"}
+    plain = classify_series(series, rules)
+    referenced = classify_series(series, rules, rtss_referenced=True)
+    assert (plain.label, plain.source) == ("T1", "description")
+    assert "no_contrast_marker" in plain.flags
+    assert (referenced.label, referenced.source) == ("T1C", "rtss_reference")
+
+
+def test_rtss_reference_does_not_override_explicit_pre(rules):
+    result = classify_series({"series_description": "T1 tra pre"}, rules, rtss_referenced=True)
+    assert result.label == "T1"
+    assert "rtss_references_pre_contrast_t1" in result.flags
+
+
+def test_contrast_agent_tag_is_evidence(rules):
+    result = classify_series({"series_description": "SAG T1", "contrast_bolus_agent": "MAGNEVIST"}, rules)
+    assert (result.label, result.source) == ("T1C", "contrast_agent_tag")
+
+
+def test_unclear_description_and_parameters_are_ambiguous_other(rules):
+    result = classify_series({"series_description": "Series 7"}, rules)
+    assert result == SequenceClass("OTHER", "acquisition", ("ambiguous",), "acquisition_unclear")
+
+
+def test_parameter_fallback_is_labelled_acquisition(rules):
+    result = classify_series({"series_description": "AX", "repetition_time_ms": 4000, "echo_time_ms": 100,
+                              "scanning_sequence": "SE"}, rules)
+    assert (result.label, result.source, result.rule_id) == ("T2", "acquisition", "t2_spin_echo")
+
+
+def test_config_override_wins(tmp_path):
+    rules = load_rules(overrides={"1.2.3": "T2"})
+    result = classify_series({"series_instance_uid": "1.2.3", "series_description": "AX T1 +C"}, rules)
+    assert (result.label, result.source) == ("T2", "config_override")
+
+
+def test_override_with_unknown_label_is_rejected():
+    with pytest.raises(ValueError, match="not one of"):
+        load_rules(overrides={"1.2.3": "FLAIR"})
+
+
+AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+SAGITTAL = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
+
+
+def test_choose_series_prefers_rtss_reference_then_axial_then_slices_then_number():
+    a = {"series_instance_uid": "a", "rtss_referenced": False, "image_orientation_patient": AXIAL,
+         "n_instances": 200, "series_number": 9}
+    b = {"series_instance_uid": "b", "rtss_referenced": True, "image_orientation_patient": SAGITTAL,
+         "n_instances": 100, "series_number": 3}
+    chosen, reason = choose_series([a, b], "T1C")
+    assert chosen is b and "referenced by the RTSS" in reason
+    b2 = dict(b, rtss_referenced=False)
+    chosen, reason = choose_series([a, b2], "T1C")
+    assert chosen is a and "axial" in reason
+    c = dict(a, series_instance_uid="c", n_instances=150, series_number=12)
+    chosen, reason = choose_series([c, a], "T1")
+    assert chosen is a and "more slices" in reason
+    d = dict(a, series_instance_uid="d", series_number=12)
+    chosen, reason = choose_series([a, d], "T2")
+    assert chosen is d and "higher series number" in reason
+    assert choose_series([], "T1") == (None, None)

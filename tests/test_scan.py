@@ -1,0 +1,134 @@
+"""Inventory: file walk, shards, header columns, unreadable files with reasons."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+import pytest
+
+import faults
+from metsprep.scan import list_files, merge_shards, scan_all, scan_shard, walk_input
+
+
+@pytest.fixture()
+def mini(tmp_path):
+    dicom = tmp_path / "dicom"
+    study = faults.write_mini_study(dicom, "P001")
+    return dicom, study
+
+
+def _inventory(dicom: Path, out: Path) -> pd.DataFrame:
+    scan_all(dicom, out)
+    return pd.read_parquet(out)
+
+
+def test_list_files_is_sorted_relative_posix(mini):
+    dicom, study = mini
+    files = list_files(dicom)
+    assert files == sorted(files)
+    assert len(files) == 3 * 6 + 1
+    assert all(not f.startswith("/") and "\\" not in f for f in files)
+    assert (dicom / files[0]).is_file()
+
+
+def test_symlink_loop_is_skipped_with_reason(mini):
+    dicom, _ = mini
+    link = faults.symlink_loop(dicom)
+    files, skipped = walk_input(dicom)
+    assert len(files) == 19
+    assert [s.path for s in skipped] == ["loop_dir/back_to_top"]
+    assert "loop" in skipped[0].reason
+    inv = _inventory(dicom, dicom.parent / "inv.parquet")
+    row = inv[inv.path == "loop_dir/back_to_top"].iloc[0]
+    assert not row.readable and "loop" in row.reason
+    assert link.is_symlink()
+
+
+def test_shards_partition_the_files_and_merge_equals_single_scan(mini, tmp_path):
+    dicom, _ = mini
+    faults.add_junk_files(dicom)
+    shards = [tmp_path / f"shard-{k}.parquet" for k in range(3)]
+    for k, path in enumerate(shards):
+        scan_shard(dicom, k, 3, path)
+    sizes = [len(pd.read_parquet(p)) for p in shards]
+    assert sum(sizes) == 21 and min(sizes) >= 6
+    merge_shards(shards, tmp_path / "merged.parquet")
+    merged = pd.read_parquet(tmp_path / "merged.parquet")
+    single = _inventory(dicom, tmp_path / "single.parquet")
+    pd.testing.assert_frame_equal(merged, single)
+    assert list(merged.path) == sorted(merged.path)
+
+
+def test_empty_shard_writes_a_table_with_the_schema(tmp_path):
+    (tmp_path / "in").mkdir()
+    scan_shard(tmp_path / "in", 1, 4, tmp_path / "s.parquet")
+    table = pd.read_parquet(tmp_path / "s.parquet")
+    assert len(table) == 0 and "sop_instance_uid" in table.columns
+
+
+def test_image_header_columns_match_the_file(mini, tmp_path):
+    dicom, study = mini
+    inv = _inventory(dicom, tmp_path / "inv.parquet")
+    t1c = study.series["T1C"]
+    rel = t1c.files[2].relative_to(dicom).as_posix()
+    row = inv.set_index("path").loc[rel]
+    ds = pydicom.dcmread(t1c.files[2], stop_before_pixels=True)
+    assert row.readable and pd.isna(row.reason)
+    assert row.sop_instance_uid == ds.SOPInstanceUID == t1c.sop_uids[2]
+    assert row.series_instance_uid == t1c.uid
+    assert row.study_instance_uid == study.study_uid
+    assert row.modality == "MR" and row.sop_class_name == "MR Image Storage"
+    assert list(row.image_position_patient) == [-4.0, -4.0, t1c.z_mm[2]]
+    assert list(row.image_orientation_patient) == [1, 0, 0, 0, 1, 0]
+    assert (row.rows, row.columns) == (8, 8)
+    assert row.series_description == "AX T1 +C"
+    assert row.repetition_time_ms == 500.0 and row.echo_time_ms == 10.0
+    assert list(row.image_type) == ["ORIGINAL", "PRIMARY", "OTHER"]
+    assert row.size_bytes == t1c.files[2].stat().st_size
+
+
+def test_rtss_columns_hold_references_and_contour_planes(mini, tmp_path):
+    dicom, study = mini
+    inv = _inventory(dicom, tmp_path / "inv.parquet")
+    row = inv.set_index("path").loc[study.rtss_path.relative_to(dicom).as_posix()]
+    t1c = study.series["T1C"]
+    assert row.modality == "RTSTRUCT" and row.readable
+    assert set(row.rtss_referenced_sop_instance_uids) == {t1c.sop_uids[2], t1c.sop_uids[3]}
+    assert list(row.rtss_referenced_series_uids) == [t1c.uid]
+    assert list(row.rtss_referenced_frame_of_reference_uids) == [study.frame_uid]
+    assert row.rtss_roi_count == 1 and row.rtss_contour_count == 2
+    points = json.loads(row.rtss_contour_points_json)
+    assert [p[2] for p in points] == [t1c.z_mm[2], t1c.z_mm[3]]
+    assert row.structure_set_label == "GK plan"
+
+
+def test_unreadable_files_get_a_reason(mini, tmp_path):
+    dicom, study = mini
+    faults.add_junk_files(dicom)
+    faults.add_dicomdir(dicom)
+    t2 = study.series["T2"].files
+    faults.truncate_file(t2[0], 0.9)  # inside the pixel data
+    faults.truncate_file(t2[1], 0.4)  # inside the header
+    (dicom / "empty.dcm").write_bytes(b"")
+    inv = _inventory(dicom, tmp_path / "inv.parquet").set_index("path")
+    reasons = inv[~inv.readable].reason.to_dict()
+    rel = lambda p: p.relative_to(dicom).as_posix()  # noqa: E731
+    assert set(reasons) == {".DS_Store", "README.txt", "DICOMDIR", rel(t2[0]), rel(t2[1]), "empty.dcm"}
+    assert reasons[".DS_Store"].startswith("not a DICOM file")
+    assert reasons["README.txt"].startswith("not a DICOM file")
+    assert reasons["DICOMDIR"].startswith("DICOMDIR")
+    assert "truncated" in reasons[rel(t2[0])]
+    assert "truncated" in reasons[rel(t2[1])] or "cannot be read" in reasons[rel(t2[1])]
+    assert reasons["empty.dcm"].startswith("empty file")
+    assert inv.readable.sum() == 19 - 2
+
+
+def test_truncated_rtss_is_unreadable(mini, tmp_path):
+    dicom, study = mini
+    faults.truncate_file(study.rtss_path, 0.6)
+    inv = _inventory(dicom, tmp_path / "inv.parquet").set_index("path")
+    row = inv.loc[study.rtss_path.relative_to(dicom).as_posix()]
+    assert not row.readable and ("truncated" in row.reason or "cannot be read" in row.reason)
