@@ -25,8 +25,13 @@ include: "workflow/rules/catalog.smk"
 include: "workflow/rules/qc.smk"
 
 
+# Quick aggregation steps run on the submitting host under a cluster executor.
 localrules:
     all,
+    scan,
+    bids_dataset,
+    catalog,
+    qc_report,
 
 
 rule all:

@@ -16,6 +16,7 @@ checkpoint match:
         options={
             "include_unannotated": config["match"]["include_unannotated"],
             "sequence_overrides": config["match"]["sequence_overrides"],
+            "geometry_tolerance_mm": config["match"]["geometry_tolerance_mm"],
         },
     log:
         out("logs/match.log"),
