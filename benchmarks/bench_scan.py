@@ -27,6 +27,11 @@ def plain_loop(dicom_dir: Path, files: list[str]) -> None:
             pass
 
 
+def _is_structure_set_name(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1].lower()
+    return "rtss" in name or name.startswith("rs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("cohort", nargs="?", type=Path)
@@ -51,7 +56,7 @@ def main() -> None:
         t0 = time.perf_counter()
         plain_loop(dicom_dir, files)
         best_plain = min(best_plain, time.perf_counter() - t0)
-    images = [f for f in files if "rtss" not in f.lower() and not f.lower().startswith("rs")]
+    images = [f for f in files if not _is_structure_set_name(f)]
     best_rows = best_plain_images = float("inf")
     for _ in range(args.repeats):
         t0 = time.perf_counter()

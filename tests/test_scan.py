@@ -132,3 +132,57 @@ def test_truncated_rtss_is_unreadable(mini, tmp_path):
     inv = _inventory(dicom, tmp_path / "inv.parquet").set_index("path")
     row = inv.loc[study.rtss_path.relative_to(dicom).as_posix()]
     assert not row.readable and ("truncated" in row.reason or "cannot be read" in row.reason)
+
+
+def _rtss_row(dicom: Path, study, tmp_path: Path) -> pd.Series:
+    inv = _inventory(dicom, tmp_path / "inv.parquet").set_index("path")
+    return inv.loc[study.rtss_path.relative_to(dicom).as_posix()]
+
+
+def test_rtss_with_undefined_length_sequences_reads_the_same(mini, tmp_path):
+    dicom, study = mini
+    expected = _rtss_row(dicom, study, tmp_path)
+    ds = pydicom.dcmread(study.rtss_path)
+
+    def undefined_lengths(dataset):
+        for elem in dataset:
+            if elem.VR == "SQ":
+                elem.is_undefined_length = True
+                for item in elem.value:
+                    item.is_undefined_length_sequence_item = True
+                    undefined_lengths(item)
+
+    undefined_lengths(ds)
+    ds.save_as(study.rtss_path, enforce_file_format=True)
+    assert b"\xfe\xff\xdd\xe0" in study.rtss_path.read_bytes()  # sequence delimiters written
+    row = _rtss_row(dicom, study, tmp_path)
+    assert row.readable, row.reason
+    t1c = study.series["T1C"]
+    assert set(row.rtss_referenced_sop_instance_uids) == {t1c.sop_uids[2], t1c.sop_uids[3]}
+    assert list(row.rtss_referenced_series_uids) == [t1c.uid]
+    assert [p[2] for p in json.loads(row.rtss_contour_points_json)] == [t1c.z_mm[2], t1c.z_mm[3]]
+    rtss_columns = [c for c in expected.index if c.startswith(("rtss_", "structure_set_"))]
+    for column in rtss_columns:
+        assert list(pd.Series(row[column]).dropna()) == list(pd.Series(expected[column]).dropna()), column
+
+
+def test_rtss_with_trailing_partial_element_is_unreadable(mini, tmp_path):
+    dicom, study = mini
+    with open(study.rtss_path, "ab") as fp:
+        fp.write(b"\x08\x00\x10")  # the start of an element header, cut off
+    row = _rtss_row(dicom, study, tmp_path)
+    assert not row.readable and "trailing bytes" in row.reason
+
+
+def test_header_longer_than_the_read_prefix(mini, tmp_path):
+    dicom, study = mini
+    t1c = study.series["T1C"]
+    ds = pydicom.dcmread(t1c.files[1])
+    ds.private_block(0x0019, "METSPREP TEST", create=True).add_new(0x10, "OB", bytes(40_000))  # before (0020,xxxx)
+    ds.save_as(t1c.files[1], enforce_file_format=True)
+    inv = _inventory(dicom, tmp_path / "inv.parquet").set_index("path")
+    row = inv.loc[t1c.files[1].relative_to(dicom).as_posix()]
+    assert row.readable and pd.isna(row.reason)
+    assert row.sop_instance_uid == t1c.sop_uids[1]
+    assert list(row.image_position_patient) == [-4.0, -4.0, t1c.z_mm[1]]
+    assert (row.rows, row.columns) == (8, 8) and row.size_bytes > 40_000

@@ -1,9 +1,13 @@
 """Inventory of an input folder: one row per file, headers only, in shards.
 
 The scan never decides anything about cases; it records what each file is (or why it
-cannot be read) so that `metsprep.match` can group by UID. Image files are read with
-`stop_before_pixels` and a short list of tags; an RT Structure Set is read completely
-(one per case) so that its references and contour planes are available for matching.
+cannot be read) so that `metsprep.match` can group by UID. Each file is opened once:
+the header tags are parsed from the first bytes with pydicom's element parser (as
+`stop_before_pixels` with `specific_tags` would, without building a `Dataset`); an RT
+Structure Set is then read completely, once, and that same parse checks that no element
+is cut off, so its references and contour planes are available for matching.
+Measured against a plain `dcmread(stop_before_pixels=True)` loop in
+`benchmarks/bench_scan.py`.
 
 Files are walked in a deterministic order (sorted relative POSIX paths); shard `k` of
 `n` takes the files whose index in that list is `k` modulo `n`.
@@ -11,10 +15,13 @@ Files are walked in a deterministic order (sorted relative POSIX paths); shard `
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
+import zlib
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -207,124 +214,248 @@ def write_rows(rows: list[dict[str, Any]], out_parquet: Path | str) -> None:
 
 # --- one file ---------------------------------------------------------------------
 
+_EMPTY_ROW: dict[str, Any] = dict.fromkeys(SCHEMA.names)
+
+
 def _empty_row(rel: str, size: int | None, reason: str | None) -> dict[str, Any]:
-    row: dict[str, Any] = {name: None for name in SCHEMA.names}
+    row = _EMPTY_ROW.copy()
     row.update(path=rel, size_bytes=size, readable=reason is None, reason=reason)
     return row
 
 
-def read_file_row(input_dir: Path, rel: str) -> dict[str, Any]:
-    """Inventory row of one file; never raises for bad data."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.filereader import read_partial
+def read_file_row(input_dir: Path | str, rel: str) -> dict[str, Any]:
+    """Inventory row of one file; never raises for bad data.
 
-    path = input_dir / rel
+    The file is opened once. Its header is parsed from an in-memory prefix with
+    pydicom's element parser (no `Dataset` is built for an image); an RT Structure Set
+    is read completely, once, and that same parse proves it is not truncated.
+    """
+    from pydicom.errors import InvalidDicomError
+
     try:
-        size = path.stat().st_size
+        fp = open(os.path.join(input_dir, rel), "rb")  # noqa: SIM115 - closed below
     except OSError as err:
         return _empty_row(rel, None, f"file cannot be opened: {err.strerror}")
-    if size == 0:
-        return _empty_row(rel, 0, "empty file (0 bytes)")
-    try:
-        with open(path, "rb") as fp:
-            # stop after the last tag needed: the rest of the header is never parsed
-            ds = read_partial(fp, stop_when=_past_header_tags, specific_tags=HEADER_TAGS)
-            values = _decode_header(ds)
-            header_end = _pixel_data_start(fp, ds, values, size)
-    except InvalidDicomError:
-        return _empty_row(rel, size, _not_dicom_reason(path))
-    except (EOFError, OSError, ValueError, KeyError, TypeError, struct.error) as err:
-        return _empty_row(rel, size, f"DICOM header cannot be read (truncated or corrupt): {err}")
-
-    row = _empty_row(rel, size, None)
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        row["transfer_syntax_uid"] = str(meta.get("TransferSyntaxUID", "")) or None
-    sop_class = values.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else None)
-    if sop_class is None and meta is not None and "FileSetID" in ds:
-        sop_class = MEDIA_STORAGE_DIRECTORY_SOP_CLASS_UID
-    _fill_header_columns(row, values)
-    if sop_class is not None:
-        row["sop_class_uid"] = str(sop_class)
-        row["sop_class_name"] = _uid_name(str(sop_class))
-    if row["sop_class_uid"] == MEDIA_STORAGE_DIRECTORY_SOP_CLASS_UID or rel.upper().endswith("DICOMDIR"):
-        row.update(readable=False, reason="DICOMDIR: a media directory index, not an image")
-        return row
-    if row["sop_instance_uid"] is None or row["sop_class_uid"] is None:
-        row.update(readable=False, reason="DICOM file without SOP Class/Instance UID (not an image or structure set)")
-        return row
-
-    truncation = _pixel_data_shortfall(values, row["transfer_syntax_uid"], size, header_end, row["sop_class_name"])
-    if truncation:
-        row.update(readable=False, reason=truncation)
-        return row
-    if row["sop_class_uid"] == RTSTRUCT_SOP_CLASS_UID or row["modality"] == "RTSTRUCT":
+    with fp:
         try:
-            truncation = _top_level_truncation(path)
-            if truncation is None:
-                _fill_rtss_columns(row, pydicom.dcmread(path))
-        except Exception as err:  # noqa: BLE001 - any parse failure is data
-            truncation = f"RT Structure Set cannot be read completely (truncated or corrupt): {err}"
+            size = os.fstat(fp.fileno()).st_size
+        except OSError as err:
+            return _empty_row(rel, None, f"file cannot be opened: {err.strerror}")
+        if size == 0:
+            return _empty_row(rel, 0, "empty file (0 bytes)")
+        try:
+            header = _read_header(fp, size)
+            header_end = _pixel_data_start(fp, header, size)
+        except InvalidDicomError:
+            return _empty_row(rel, size, _not_dicom_reason(size))
+        except (EOFError, OSError, ValueError, KeyError, TypeError, struct.error) as err:
+            return _empty_row(rel, size, f"DICOM header cannot be read (truncated or corrupt): {err}")
+
+        values = header.values
+        row = _empty_row(rel, size, None)
+        row["transfer_syntax_uid"] = header.syntax
+        sop_class = values.get("SOPClassUID") or header.media_sop_class
+        if sop_class is None and header.has_meta and "FileSetID" in values:
+            sop_class = MEDIA_STORAGE_DIRECTORY_SOP_CLASS_UID
+        _fill_header_columns(row, values)
+        if sop_class is not None:
+            row["sop_class_uid"] = str(sop_class)
+            row["sop_class_name"] = _uid_name(str(sop_class))
+        if row["sop_class_uid"] == MEDIA_STORAGE_DIRECTORY_SOP_CLASS_UID or rel.upper().endswith("DICOMDIR"):
+            row.update(readable=False, reason="DICOMDIR: a media directory index, not an image")
+            return row
+        if row["sop_instance_uid"] is None or row["sop_class_uid"] is None:
+            row.update(readable=False, reason="DICOM file without SOP Class/Instance UID (not an image or structure set)")
+            return row
+
+        truncation = _pixel_data_shortfall(values, header.syntax, size, header_end, row["sop_class_name"])
         if truncation:
             row.update(readable=False, reason=truncation)
+            return row
+        if row["sop_class_uid"] == RTSTRUCT_SOP_CLASS_UID or row["modality"] == "RTSTRUCT":
+            try:
+                elements, truncation = _read_complete_dataset(fp, header, size)
+                if truncation is None:
+                    _fill_rtss_columns(row, elements)
+            except Exception as err:  # noqa: BLE001 - any parse failure is data
+                truncation = f"RT Structure Set cannot be read completely (truncated or corrupt): {err}"
+            if truncation:
+                row.update(readable=False, reason=truncation)
     return row
 
 
-def _top_level_truncation(path: Path) -> str | None:
-    """Reason if the last top-level element of a file is cut off.
+# Most image headers fit in this many bytes; a longer header is read whole.
+_PREFIX_BYTES = 16 * 1024
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_FILE_SET_ID_TAG = 0x00041130
+_MEDIA_SOP_CLASS_TAG = 0x00020002
+_TRANSFER_SYNTAX_TAG = 0x00020010
+# Tags whose values the header parse keeps; all other values are skipped unread.
+_WANTED_TAGS = [_FILE_SET_ID_TAG, *HEADER_TAGS]
+_WANTED_KEYWORDS = {**_KEYWORDS, _FILE_SET_ID_TAG: "FileSetID"}
 
-    pydicom reads a file that ends early without complaint, so the element lengths are
-    checked against the bytes present.
-    """
-    from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
+
+@dataclass
+class _Header:
+    """What the header parse of one file found."""
+
+    has_meta: bool
+    syntax: str | None  # Transfer Syntax UID as written (None without file meta)
+    media_sop_class: str | None
+    implicit_vr: bool
+    little_endian: bool
+    data: bytes  # the bytes parsed (a prefix of the file, or all of it)
+    dataset_start: int  # file offset of the data set (after the file meta)
+    header_stop: int  # offset where the parse stopped (first element past the header tags)
+    values: dict[str, Any]
+
+
+def _read_header(fp: Any, size: int) -> _Header:
+    """Parse file meta and the header tags from the start of an open file."""
+    data = fp.read(_PREFIX_BYTES)
+    if len(data) < size:
+        try:
+            header = _parse_header(data, whole_file=False)
+        except (EOFError, ValueError, struct.error):  # cut off by the prefix, not the file
+            header = None
+        if header is not None:
+            return header
+        fp.seek(0)
+        data = fp.read()
+    header = _parse_header(data, whole_file=True)
+    assert header is not None
+    return header
+
+
+def _parse_header(data: bytes, whole_file: bool) -> _Header | None:
+    """Header of a file from its first bytes; None if `data` is a prefix that ends
+    before the header tags do (the caller then reads the whole file)."""
+    from pydicom.filereader import _is_implicit_vr, data_element_generator, read_preamble
+
+    buffer = BytesIO(data)
+    read_preamble(buffer, False)  # InvalidDicomError without the 'DICM' prefix
+    meta: dict[int, bytes] = {}
+    for elem in data_element_generator(buffer, False, True, stop_when=_past_file_meta):
+        tag = int(elem.tag)
+        if tag in (_MEDIA_SOP_CLASS_TAG, _TRANSFER_SYNTAX_TAG) and isinstance(elem.value, bytes):
+            meta[tag] = elem.value
+    syntax = _text_uid(meta.get(_TRANSFER_SYNTAX_TAG))
+    implicit, little = _syntax_encoding(syntax)
+    dataset_start = buffer.tell()
+    if syntax == _DEFLATED:
+        if not whole_file:
+            return None
+        buffer = BytesIO(zlib.decompress(data[dataset_start:], -zlib.MAX_WBITS))
+    else:
+        # the same guard as pydicom: some files declare one VR encoding and use the other
+        implicit = _is_implicit_vr(buffer, implicit, little, None, is_sequence=False)
+        buffer.seek(dataset_start)
+
+    stopped = False
+
+    def past_header_tags(tag: int, vr: Any, length: int) -> bool:
+        nonlocal stopped
+        stopped = int(tag) > LAST_HEADER_TAG  # plain int: BaseTag comparisons are slow
+        return stopped
+
+    raw_values = [
+        elem for elem in data_element_generator(
+            buffer, implicit, little, stop_when=past_header_tags, specific_tags=_WANTED_TAGS
+        )
+    ]
+    if not stopped and not whole_file and buffer.tell() >= len(data):
+        return None
+    return _Header(
+        has_meta=bool(meta), syntax=syntax or None, media_sop_class=_text_uid(meta.get(_MEDIA_SOP_CLASS_TAG)),
+        implicit_vr=implicit, little_endian=little, data=data, dataset_start=dataset_start,
+        header_stop=buffer.tell() if syntax != _DEFLATED else -1, values=_decode_header(raw_values),
+    )
+
+
+def _past_file_meta(tag: int, vr: Any, length: int) -> bool:
+    return int(tag) >> 16 != 0x0002
+
+
+def _text_uid(value: bytes | None) -> str | None:
+    return value.decode("ascii", "replace").rstrip("\x00 ").strip() or None if value else None
+
+
+@functools.lru_cache(maxsize=64)
+def _syntax_encoding(syntax: str | None) -> tuple[bool, bool]:
+    """(implicit VR, little endian) of a transfer syntax; pydicom's default if unknown."""
     from pydicom.uid import UID
 
-    with open(path, "rb") as fp:
-        read_preamble(fp, False)
-        meta = _read_file_meta_info(fp)
-        syntax = UID(str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")))
-        implicit = syntax.is_implicit_VR if syntax.is_transfer_syntax else True
-        little = syntax.is_little_endian if syntax.is_transfer_syntax else True
-        end = fp.tell()
-        for raw in data_element_generator(fp, implicit, little):
-            if raw.length == 0xFFFFFFFF:
-                end = fp.tell()
-                continue
-            got = 0 if raw.value is None else len(raw.value)
-            if got != raw.length:
-                return f"truncated: element {raw.tag} has {got} of {raw.length} bytes"
-            end = raw.value_tell + raw.length
-        size = fp.seek(0, 2)
-    if end < size:
-        return f"truncated: {size - end} trailing bytes do not form a complete element"
-    return None
+    uid = UID(syntax or "1.2.840.10008.1.2")
+    if not uid.is_transfer_syntax:
+        return True, True
+    return uid.is_implicit_VR, uid.is_little_endian
+
+
+def _read_complete_dataset(fp: Any, header: _Header, size: int) -> tuple[dict[int, Any], str | None]:
+    """Top-level elements (tag -> raw element) of the whole data set of a file, and a
+    reason if the file is cut off.
+
+    pydicom reads a file that ends early without complaint, so while the top-level
+    elements are parsed their lengths are checked against the bytes present, and the
+    last element must end where the file ends.
+    """
+    from pydicom.dataelem import RawDataElement
+    from pydicom.filereader import data_element_generator
+
+    data = header.data
+    if len(data) < size:
+        fp.seek(0)
+        data = fp.read()
+    if header.syntax == _DEFLATED:
+        buffer = BytesIO(zlib.decompress(data[header.dataset_start:], -zlib.MAX_WBITS))
+        stream_size = len(buffer.getbuffer())
+    else:
+        buffer = BytesIO(data)
+        buffer.seek(header.dataset_start)
+        stream_size = size
+    elements: dict[int, Any] = {}
+    end = buffer.tell()
+    for elem in data_element_generator(buffer, header.implicit_vr, header.little_endian):
+        if isinstance(elem, RawDataElement) and elem.length != 0xFFFFFFFF:
+            got = 0 if elem.value is None else len(elem.value)
+            if got != elem.length:
+                return {}, f"truncated: element {elem.tag} has {got} of {elem.length} bytes"
+            end = elem.value_tell + elem.length
+        else:  # an undefined-length sequence, parsed up to its delimiter
+            end = buffer.tell()
+        elements[int(elem.tag)] = elem
+    if end < stream_size:
+        return {}, f"truncated: {stream_size - end} trailing bytes do not form a complete element"
+    return elements, None
 
 
 LAST_HEADER_TAG = max(HEADER_TAGS)
+_PIXEL_DATA_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}
 
 
-def _past_header_tags(tag: Any, vr: Any, length: Any) -> bool:
-    return int(tag) > LAST_HEADER_TAG
+def _at_pixel_data(tag: int, vr: Any, length: int) -> bool:
+    return int(tag) in _PIXEL_DATA_TAGS
 
 
-def _pixel_data_start(fp: Any, ds: Any, values: dict[str, Any], size: int) -> int:
-    """File offset of the Pixel Data element (size if there is none).
+def _pixel_data_start(fp: Any, header: _Header, size: int) -> int:
+    """File offset of the Pixel Data element (size if there is none, -1 if unknown).
 
     Fast path for uncompressed images: the Pixel Data element header sits exactly
     `expected bytes + 8 or 12` before the end of a complete file. Otherwise the rest of
-    the header is walked (as `stop_before_pixels` would).
+    the header is walked from where the header parse stopped, skipping values unread
+    (as `stop_before_pixels` would).
     """
-    import pydicom
+    from pydicom.filereader import data_element_generator
 
-    syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if getattr(ds, "file_meta", None) else ""
-    expected = _expected_pixel_bytes(values)
-    little = syntax != "1.2.840.10008.1.2.2"
+    syntax = header.syntax or ""
+    if syntax == _DEFLATED:
+        return -1
+    expected = _expected_pixel_bytes(header.values)
     if expected and not syntax.startswith(_COMPRESSED_PREFIXES):
-        end = "<" if little else ">"
+        end = "<" if header.little_endian else ">"
         for header_len in (12, 8):
             start = size - expected - header_len
-            if start < 0:
+            if start < header.header_stop:
                 continue
             fp.seek(start)
             head = fp.read(header_len)
@@ -332,8 +463,11 @@ def _pixel_data_start(fp: Any, ds: Any, values: dict[str, Any], size: int) -> in
             length = struct.unpack(end + "I", head[header_len - 4:])[0]
             if (group, element) == (0x7FE0, 0x0010) and length == expected:
                 return start
-    fp.seek(0)
-    pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=[0x00280010])
+    fp.seek(header.header_stop)
+    for _ in data_element_generator(
+        fp, header.implicit_vr, header.little_endian, stop_when=_at_pixel_data, specific_tags=[0x00080005]
+    ):
+        pass
     return fp.tell()
 
 
@@ -346,11 +480,9 @@ def _expected_pixel_bytes(values: dict[str, Any]) -> int | None:
     return int(rows) * int(cols) * samples * int(bits) // 8 * frames
 
 
-def _not_dicom_reason(path: Path) -> str:
-    with open(path, "rb") as fp:
-        head = fp.read(132)
-    if len(head) < 132:
-        return f"not a DICOM file: only {len(head)} bytes, no 128-byte preamble and 'DICM' prefix"
+def _not_dicom_reason(size: int) -> str:
+    if size < 132:
+        return f"not a DICOM file: only {size} bytes, no 128-byte preamble and 'DICM' prefix"
     return "not a DICOM file: no 'DICM' prefix after the 128-byte preamble"
 
 
@@ -358,24 +490,35 @@ _TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "
 _BINARY_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
 
 
-def _decode_header(ds: Any) -> dict[str, Any]:
+def _dictionary_vrs(tags: Iterable[int]) -> dict[int, str]:
+    from pydicom.datadict import dictionary_VR
+
+    return {tag: dictionary_VR(tag) for tag in tags}
+
+
+# looked up once: implicit VR files carry no VR
+_DICTIONARY_VRS = _dictionary_vrs(_WANTED_TAGS)
+
+
+def _decode_header(raw_elements: Iterable[Any]) -> dict[str, Any]:
     """Keyword -> value of the header tags read, decoded straight from the raw bytes.
 
     pydicom's own value conversion (with validation) costs more than parsing the file;
     these few VRs are simple enough to decode here. Text values become a str (one
     value) or a list of str (multi-valued); binary numbers a number or a list.
     """
-    from pydicom.datadict import dictionary_VR, keyword_for_tag
+    from pydicom.dataelem import convert_raw_data_element
 
     out: dict[str, Any] = {}
-    for tag, raw in ds._dict.items():
-        keyword = _KEYWORDS.get(int(tag)) or keyword_for_tag(tag)
-        if not keyword:
+    for raw in raw_elements:
+        tag = int(raw.tag)
+        keyword = _WANTED_KEYWORDS.get(tag)
+        if keyword is None:
             continue
         if not getattr(raw, "is_raw", False):  # already converted by pydicom
             out[keyword] = raw.value
             continue
-        vr = raw.VR or dictionary_VR(tag)
+        vr = raw.VR or _DICTIONARY_VRS[tag]
         data = raw.value or b""
         if vr in _TEXT_VRS:
             text = data.decode("latin-1").rstrip("\x00 ").strip()
@@ -387,10 +530,11 @@ def _decode_header(ds: Any) -> dict[str, Any]:
             values = struct.unpack(("<" if raw.is_little_endian else ">") + fmt * count, data[: count * struct.calcsize(fmt)])
             out[keyword] = values[0] if count == 1 else list(values) if count else None
         else:
-            out[keyword] = ds[tag].value
+            out[keyword] = convert_raw_data_element(raw).value
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def _uid_name(uid: str) -> str | None:
     from pydicom.uid import UID
 
@@ -448,7 +592,8 @@ def _to_float(value: Any) -> float | None:
         return None
 
 
-_COMPRESSED_PREFIXES = ("1.2.840.10008.1.2.4", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.8")
+# encapsulated (and deflated) pixel data: its size cannot be predicted from the header
+_COMPRESSED_PREFIXES = ("1.2.840.10008.1.2.4", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.8", _DEFLATED)
 
 
 def _pixel_data_shortfall(
@@ -473,49 +618,114 @@ def _pixel_data_shortfall(
     return None
 
 
-_CONTOUR_DATA_TAG = 0x30060050
+# RT Structure Set tags read by the walk below
+_STRUCTURE_SET_LABEL, _STRUCTURE_SET_DATE, _STRUCTURE_SET_TIME = 0x30060002, 0x30060008, 0x30060009
+_REFERENCED_FRAME_OF_REFERENCE_SEQUENCE = 0x30060010
+_RT_REFERENCED_STUDY_SEQUENCE, _RT_REFERENCED_SERIES_SEQUENCE = 0x30060012, 0x30060014
+_CONTOUR_IMAGE_SEQUENCE, _STRUCTURE_SET_ROI_SEQUENCE = 0x30060016, 0x30060020
+_ROI_CONTOUR_SEQUENCE, _CONTOUR_SEQUENCE, _CONTOUR_DATA = 0x30060039, 0x30060040, 0x30060050
+_FRAME_OF_REFERENCE_UID, _SERIES_INSTANCE_UID = 0x00200052, 0x0020000E
+_REFERENCED_SOP_INSTANCE_UID = 0x00081155
+_ITEM_TAG = 0xFFFEE000
 
 
-def _contour_data(contour: Any) -> Any:
+def _items(elem: Any, wanted: list[int]) -> list[dict[int, Any]]:
+    """Items of a sequence element as tag -> raw element dicts (only `wanted` tags).
+
+    A defined-length sequence is still raw bytes: its items are split and parsed with
+    pydicom's element parser, skipping every value not wanted, which avoids building a
+    `Dataset` per item (that dominates the cost of a structure set with many contours).
+    Anything else (undefined lengths) goes through pydicom's own sequence reader.
+    """
+    from pydicom.dataelem import convert_raw_data_element
+    from pydicom.filereader import data_element_generator
+
+    if elem is None:
+        return []
+    if getattr(elem, "is_raw", False) and isinstance(elem.value, bytes):
+        item_bytes = _split_items(elem.value, elem.is_little_endian)
+        if item_bytes is not None:
+            return [
+                {int(e.tag): e for e in data_element_generator(
+                    BytesIO(item), elem.is_implicit_VR, elem.is_little_endian, specific_tags=wanted
+                )}
+                for item in item_bytes
+            ]
+        elem = convert_raw_data_element(elem)
+    return [item._dict for item in elem.value or []]
+
+
+def _split_items(data: bytes, little_endian: bool) -> list[bytes] | None:
+    """Values of the items of a sequence, or None unless all have a defined length."""
+    item_header = struct.Struct("<HHL" if little_endian else ">HHL")
+    items: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        if pos + 8 > len(data):
+            return None
+        group, element, length = item_header.unpack_from(data, pos)
+        if group << 16 | element != _ITEM_TAG or length == 0xFFFFFFFF or pos + 8 + length > len(data):
+            return None
+        items.append(data[pos + 8: pos + 8 + length])
+        pos += 8 + length
+    return items
+
+
+def _text(elem: Any) -> str | None:
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return str(value or "").rstrip("\x00 ").strip() or None
+
+
+def _contour_data(elem: Any) -> Any:
     """Contour Data as a float array, parsed from the raw decimal strings when possible
     (pydicom's per-value DS objects dominate the cost of reading a structure set)."""
     import numpy as np
 
-    raw = contour._dict.get(_CONTOUR_DATA_TAG)
-    if raw is None:
+    if elem is None:
         return np.zeros(0)
-    if getattr(raw, "is_raw", False) and isinstance(raw.value, bytes):
-        text = raw.value.decode("latin-1").strip("\x00 ")
-        return np.array([float(v) for v in text.split("\\") if v.strip()]) if text else np.zeros(0)
-    return np.asarray([float(v) for v in contour.ContourData])
+    if getattr(elem, "is_raw", False) and isinstance(elem.value, bytes):
+        text = elem.value.strip(b"\x00 ")
+        if not text:
+            return np.zeros(0)
+        try:  # numpy parses the byte strings in C
+            return np.array(text.split(b"\\"), dtype=float)
+        except ValueError:  # empty values between separators
+            return np.array([float(v) for v in text.split(b"\\") if v.strip()])
+    return np.asarray([float(v) for v in elem.value or []])
 
 
-def _fill_rtss_columns(row: dict[str, Any], ds: Any) -> None:
+def _fill_rtss_columns(row: dict[str, Any], elements: dict[int, Any]) -> None:
     """References and compact contour geometry of an RT Structure Set."""
-    row["structure_set_label"] = str(ds.get("StructureSetLabel", "") or "") or None
-    row["structure_set_date"] = str(ds.get("StructureSetDate", "") or "") or None
-    row["structure_set_time"] = str(ds.get("StructureSetTime", "") or "") or None
-    row["rtss_roi_count"] = len(ds.get("StructureSetROISequence", []) or [])
+    row["structure_set_label"] = _text(elements.get(_STRUCTURE_SET_LABEL))
+    row["structure_set_date"] = _text(elements.get(_STRUCTURE_SET_DATE))
+    row["structure_set_time"] = _text(elements.get(_STRUCTURE_SET_TIME))
+    row["rtss_roi_count"] = len(_items(elements.get(_STRUCTURE_SET_ROI_SEQUENCE), [0x30060022]))
     for_uids: list[str] = []
     study_uids: list[str] = []
     series_uids: list[str] = []
-    for frame in ds.get("ReferencedFrameOfReferenceSequence", []) or []:
-        if frame.get("FrameOfReferenceUID"):
-            for_uids.append(str(frame.FrameOfReferenceUID))
-        for study in frame.get("RTReferencedStudySequence", []) or []:
-            if study.get("ReferencedSOPInstanceUID"):
-                study_uids.append(str(study.ReferencedSOPInstanceUID))
-            for series in study.get("RTReferencedSeriesSequence", []) or []:
-                if series.get("SeriesInstanceUID"):
-                    series_uids.append(str(series.SeriesInstanceUID))
+    frame_tags = [_FRAME_OF_REFERENCE_UID, _RT_REFERENCED_STUDY_SEQUENCE]
+    for frame in _items(elements.get(_REFERENCED_FRAME_OF_REFERENCE_SEQUENCE), frame_tags):
+        if uid := _text(frame.get(_FRAME_OF_REFERENCE_UID)):
+            for_uids.append(uid)
+        study_tags = [_REFERENCED_SOP_INSTANCE_UID, _RT_REFERENCED_SERIES_SEQUENCE]
+        for study in _items(frame.get(_RT_REFERENCED_STUDY_SEQUENCE), study_tags):
+            if uid := _text(study.get(_REFERENCED_SOP_INSTANCE_UID)):
+                study_uids.append(uid)
+            for series in _items(study.get(_RT_REFERENCED_SERIES_SEQUENCE), [_SERIES_INSTANCE_UID]):
+                if uid := _text(series.get(_SERIES_INSTANCE_UID)):
+                    series_uids.append(uid)
     sop_uids: set[str] = set()
     points: list[list[float]] = []
-    for roi_contour in ds.get("ROIContourSequence", []) or []:
-        for contour in roi_contour.get("ContourSequence", []) or []:
-            for image in contour.get("ContourImageSequence", []) or []:
-                if image.get("ReferencedSOPInstanceUID"):
-                    sop_uids.add(str(image.ReferencedSOPInstanceUID))
-            data = _contour_data(contour)
+    for roi_contour in _items(elements.get(_ROI_CONTOUR_SEQUENCE), [_CONTOUR_SEQUENCE]):
+        for contour in _items(roi_contour.get(_CONTOUR_SEQUENCE), [_CONTOUR_IMAGE_SEQUENCE, _CONTOUR_DATA]):
+            for image in _items(contour.get(_CONTOUR_IMAGE_SEQUENCE), [_REFERENCED_SOP_INSTANCE_UID]):
+                if uid := _text(image.get(_REFERENCED_SOP_INSTANCE_UID)):
+                    sop_uids.add(uid)
+            data = _contour_data(contour.get(_CONTOUR_DATA))
             if len(data) >= 3:
                 mean = data[: len(data) // 3 * 3].reshape(-1, 3).mean(axis=0)
                 points.append([round(float(v), 3) for v in mean])
