@@ -186,7 +186,7 @@ def test_catalog_reads_the_same_in_pandas_polars_duckdb(nested_run):
     count = duckdb.sql(
         f"SELECT count(*) FROM read_parquet('{nested_run.output}/catalog/lesions.parquet') l "
         f"JOIN read_parquet('{nested_run.output}/catalog/cases.parquet') c USING (case_id) WHERE c.status = 'ok'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     assert count == sum(len(c["lesions"]) for c in truth_cases(nested_run) if c["expected_status"] == "ok")
 
 
