@@ -35,7 +35,7 @@ test: $(VENV)/.installed-test test-tools
 	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest
 
 benchmark: $(VENV)/.installed-test test-tools
-	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/python benchmarks/run_all.py
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/python benchmarks/run_pipeline.py
 
 clean:
 	rm -rf results .snakemake
