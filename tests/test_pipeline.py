@@ -231,3 +231,12 @@ def test_qc_page_loads_in_chromium(nested_run, tmp_path):
     assert "Failed to load resource" not in result.stderr, result.stderr[-2000:]
     for case_id in nested_run.cases.loc[nested_run.cases["status"] == "ok", "case_id"]:
         assert case_id in html
+
+
+def test_snakemake_report_embeds_the_qc_figures(flat_run, tmp_path):
+    report = tmp_path / "report.html"
+    result = run_snakemake(flat_run.input_dir, flat_run.output, "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text(errors="replace")
+    for case_id in flat_run.cases.loc[flat_run.cases["status"] == "ok", "case_id"]:
+        assert f"{case_id}_lesions.png" in html and f"{case_id}_registration.png" in html

@@ -29,5 +29,7 @@ rule bids_dataset:
         output_dir=str(OUTPUT_DIR),
     log:
         out("logs/bids/dataset.log"),
+    benchmark:
+        out("benchmarks/bids/dataset.tsv")
     script:
         "../scripts/bids_dataset.py"

@@ -4,7 +4,8 @@ from pathlib import Path
 OUTPUT_DIR = Path(config["output_dir"])
 RUN_DEMO = not config.get("input_dir")
 INPUT_DIR = (OUTPUT_DIR / "demo_cohort" / "dicom") if RUN_DEMO else Path(config["input_dir"])
-N_SCAN_SHARDS = config["scan"]["shards"]
+# The demo cohort is a handful of cases: more scan jobs than cases would only add start-ups.
+N_SCAN_SHARDS = min(config["scan"]["shards"], config["demo"]["n_cases"]) if RUN_DEMO else config["scan"]["shards"]
 
 
 wildcard_constraints:

@@ -47,5 +47,7 @@ rule qc_report:
         output_dir=str(OUTPUT_DIR),
     log:
         out("logs/qc/report.log"),
+    benchmark:
+        out("benchmarks/qc/report.tsv")
     script:
         "../scripts/qc_report.py"
