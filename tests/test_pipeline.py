@@ -240,3 +240,17 @@ def test_snakemake_report_embeds_the_qc_figures(flat_run, tmp_path):
     html = report.read_text(errors="replace")
     for case_id in flat_run.cases.loc[flat_run.cases["status"] == "ok", "case_id"]:
         assert f"{case_id}_lesions.png" in html and f"{case_id}_registration.png" in html
+
+
+def test_every_catalog_column_is_described_in_schema_and_dictionary(nested_run):
+    import pyarrow.parquet as pq
+
+    dictionary = (nested_run.output / "catalog" / "README.md").read_text()
+    for table in ("inventory", "series", "cases", "lesions"):
+        schema = pq.read_schema(nested_run.output / "catalog" / f"{table}.parquet")
+        assert schema.metadata[b"metsprep_version"]
+        assert f"`catalog/{table}.parquet`" in dictionary
+        for field in schema:
+            description = (field.metadata or {}).get(b"description", b"").decode()
+            assert len(description) > 5, f"{table}.{field.name} has no description"
+            assert f"| `{field.name}` |" in dictionary

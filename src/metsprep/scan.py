@@ -86,7 +86,7 @@ def _tags(keywords: Iterable[str]) -> list[int]:
 HEADER_TAGS = _tags(HEADER_KEYWORDS)
 _KEYWORDS = dict(zip(HEADER_TAGS, HEADER_KEYWORDS))
 
-SCHEMA = pa.schema(
+_RAW_SCHEMA = pa.schema(
     [
         ("path", pa.string()), ("size_bytes", pa.int64()), ("readable", pa.bool_()),
         ("reason", pa.string()), ("sop_class_name", pa.string()),
@@ -110,6 +110,49 @@ SCHEMA = pa.schema(
         ("rtss_contour_points_json", pa.string()),
     ]
 )
+
+_DESCRIPTIONS = {
+    "path": "Path of the file relative to the input folder, POSIX style.",
+    "size_bytes": "File size.",
+    "readable": "True when the file is a readable DICOM object.",
+    "reason": "Why the file is not readable (null when readable).",
+    "sop_class_name": "Name of the SOP Class (e.g. MR Image Storage, RT Structure Set Storage).",
+    "transfer_syntax_uid": "Transfer Syntax UID from the file meta information (0002,0010).",
+    "image_type": "DICOM ImageType (0008,0008) values.",
+    "structure_set_label": "RTSS StructureSetLabel (3006,0002).",
+    "structure_set_date": "RTSS StructureSetDate (3006,0008).",
+    "structure_set_time": "RTSS StructureSetTime (3006,0009).",
+    "rtss_roi_count": "RTSS: number of items in StructureSetROISequence.",
+    "rtss_contour_count": "RTSS: number of contours over all ROIs.",
+    "rtss_referenced_frame_of_reference_uids": "RTSS: Frame of Reference UIDs it references.",
+    "rtss_referenced_study_uids": "RTSS: Study Instance UIDs in RTReferencedStudySequence.",
+    "rtss_referenced_series_uids": "RTSS: Series Instance UIDs in RTReferencedSeriesSequence.",
+    "rtss_referenced_sop_instance_uids": "RTSS: every Referenced SOP Instance UID of the contours.",
+    "rtss_contour_points_json": "RTSS: JSON list of each planar contour's mean point [x, y, z] in LPS mm.",
+}
+_UNITS = {"_ms": "ms", "_mm": "mm", "_deg": "degree", "_t": "T", "size_bytes": "byte"}
+
+
+def _field_metadata(name: str) -> dict[bytes, bytes]:
+    from pydicom.datadict import tag_for_keyword
+
+    keyword = _COLUMN_KEYWORDS.get(name)
+    if keyword is not None:
+        tag = int(tag_for_keyword(keyword))  # type: ignore[arg-type]
+        description = f"DICOM {keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X}) as read from the header."
+    else:
+        description = _DESCRIPTIONS[name]
+    metadata = {b"description": description.encode()}
+    unit = next((u for suffix, u in _UNITS.items() if name.endswith(suffix)), None)
+    if unit is not None:
+        metadata[b"unit"] = unit.encode()
+    return metadata
+
+
+_COLUMN_KEYWORDS = dict(_STRING_COLUMNS + _FLOAT_COLUMNS + _INT_COLUMNS + _FLOAT_LIST_COLUMNS)
+_COLUMN_KEYWORDS.pop("pixel_spacing_mm")
+_DESCRIPTIONS["pixel_spacing_mm"] = "DICOM PixelSpacing (0028,0030): row spacing, column spacing."
+SCHEMA = pa.schema([field.with_metadata(_field_metadata(field.name)) for field in _RAW_SCHEMA])
 
 
 @dataclass(frozen=True)
@@ -201,6 +244,15 @@ def merge_shards(shard_paths: Iterable[Path | str], out_parquet: Path | str) -> 
     tables = [pq.read_table(p, schema=SCHEMA) for p in shard_paths]
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
     table = table.sort_by([("path", "ascending")])
+    from metsprep import __version__
+
+    table = table.replace_schema_metadata({
+        "table": "inventory",
+        "description": "One row per input file, unreadable files included with the reason.",
+        "sort_keys": "path",
+        "metsprep_version": __version__,
+        "created_by": "metsprep.scan.merge_shards",
+    })
     Path(out_parquet).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out_parquet)
 
