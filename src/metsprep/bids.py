@@ -36,8 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from metsprep import __version__
 from metsprep.errors import CaseExcluded
+
+
+def _version() -> str:
+    # looked up on use: importlib.metadata is ~50 ms of start-up for the stages (register)
+    # that import this module only for its path names
+    from metsprep import __version__
+
+    return __version__
+
 
 BIDS_VERSION = "1.10.0"
 SEQUENCES = ("T1C", "T1", "T2")
@@ -168,9 +176,27 @@ def _input_file(input_dir: Path, relative: str) -> Path:
     return Path(input_dir) / path
 
 
+# Decoders the project ships and tests, by preference. pydicom would otherwise pick the
+# first available plugin, so another installed package (GDCM, Pillow) could silently
+# change how compressed pixel data are decoded.
+PREFERRED_DECODING_PLUGINS = ("pylibjpeg", "pydicom")
+
+
+def _decoded_pixels(ds: Any) -> np.ndarray:
+    transfer_syntax = ds.file_meta.TransferSyntaxUID
+    if transfer_syntax.is_compressed:
+        from pydicom.pixels import get_decoder
+
+        available = get_decoder(transfer_syntax).available_plugins
+        plugin = next((p for p in PREFERRED_DECODING_PLUGINS if p in available), None)
+        if plugin is not None:
+            ds.pixel_array_options(decoding_plugin=plugin)
+    return ds.pixel_array
+
+
 def _rescaled_slice(ds: Any) -> tuple[np.ndarray, bool]:
     """Pixel values with Rescale Slope/Intercept applied; second item: integer-valued."""
-    pixels = ds.pixel_array
+    pixels = _decoded_pixels(ds)
     if pixels.ndim != 2:
         raise ValueError(f"image {ds.get('SOPInstanceUID', '?')} is not a single 2-D frame")
     slope = float(ds.get("RescaleSlope", 1) or 1)
@@ -265,7 +291,7 @@ def nifti_image(data: np.ndarray, geometry: Any) -> Any:
     header.set_dim_info(slice=2)
     if data.size:
         header["cal_min"], header["cal_max"] = float(data.min()), float(data.max())
-    header["descrip"] = f"metsprep {__version__}".encode()[:79]
+    header["descrip"] = f"metsprep {_version()}".encode()[:79]
     return image
 
 
@@ -328,7 +354,7 @@ def sidecar(ds: Any) -> dict[str, Any]:
     if ds.get("ContrastBolusIngredient") not in (None, ""):
         out["ContrastBolusIngredient"] = str(ds.ContrastBolusIngredient).upper()
     out["ConversionSoftware"] = "metsprep"
-    out["ConversionSoftwareVersion"] = __version__
+    out["ConversionSoftwareVersion"] = _version()
     return out
 
 
@@ -443,7 +469,7 @@ def _dataset_description() -> dict[str, Any]:
         "BIDSVersion": BIDS_VERSION,
         "DatasetType": "raw",
         "License": "n/a",
-        "GeneratedBy": [{"Name": "metsprep", "Version": __version__}],
+        "GeneratedBy": [{"Name": "metsprep", "Version": _version()}],
     }
 
 
@@ -452,7 +478,7 @@ def _derivative_description() -> dict[str, Any]:
         "Name": "metsprep derivatives: registered T1w/T2w, lesion label maps and masks on the T1wCE grid",
         "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "metsprep", "Version": __version__}],
+        "GeneratedBy": [{"Name": "metsprep", "Version": _version()}],
         "SourceDatasets": [{"URL": "bids:raw:"}],
         "DatasetLinks": {"raw": "../../"},
     }
