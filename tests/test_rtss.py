@@ -309,6 +309,30 @@ def test_labels_are_ranks_by_roi_number_and_smaller_lesion_wins_overlap() -> Non
     assert case.head[:, :, [0, 1, 3, 4]].sum() == 0
 
 
+def test_head_mask_fills_closed_pockets_not_open_notches() -> None:
+    """Per slice, the head mask is the skull raster with its 4-connected background holes
+    filled (reference: scipy's binary_fill_holes slice by slice). The pocket opens to the
+    outside only through a slit with no voxel centre in it, so in voxels it is a hole; the
+    notch opens to the outside over several voxels and stays background."""
+    from scipy.ndimage import binary_fill_holes
+
+    grid = SliceGrid(AXIAL_HALF_MM, (60, 60, 5))
+    pocket = np.array([
+        [4, 4], [52, 4], [52, 27.2], [36, 27.2], [36, 20], [20, 20], [20, 36], [36, 36],
+        [36, 27.8], [52, 27.8], [52, 52], [4, 52], [4, 44], [12, 44], [12, 40], [4, 40],
+    ]) * 0.5  # fmt: skip
+    plain = regular_polygon(14.0, 14.0, 9.0, 40)
+    case = rasterize_rois([roi(1, "*Skull", closed(pocket, 2.0), closed(plain, 4.0)), roi(2, "met", closed(plain, 4.0))], grid)
+    skull = np.zeros(grid.shape, bool)
+    skull_raster = case.rasters[0]
+    skull[tuple(skull_raster.voxels_ijk.T)] = True
+    expected = np.stack([binary_fill_holes(skull[:, :, k]) for k in range(grid.shape[2])], axis=2)
+    assert np.array_equal(case.head.astype(bool), expected)
+    assert case.head[28, 28, 1] and not skull[28, 28, 1]  # pocket: filled
+    assert not case.head[6, 42, 1] and not case.head[0, 42, 1]  # notch: left open
+    assert np.array_equal(case.head[:, :, 2].astype(bool), skull[:, :, 2])  # nothing to fill
+
+
 # ------------------------------------------------------------------------- DICOM files
 
 

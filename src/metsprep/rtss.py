@@ -3,18 +3,22 @@
 Read top-down:
 
 1. `read_rtss` / `parse_rois`: every ROI of an RTSS as `Roi` / `Contour` dataclasses, with
-   the contour points in LPS mm as float64 parsed from the DS strings (never rounded).
+   the contour points in LPS mm as float64 parsed from the DS strings (never rounded;
+   the raw strings of a ROI are parsed by one numpy call, no pydicom Dataset per contour).
 2. `SliceGrid`: the target voxel grid (`lps_from_ijk`, shape, the real slice positions
    along the slice normal and the SOP Instance UID of each slice k).
-3. `place_contour`: which slice k a contour belongs to (Referenced SOP Instance UID when it
-   resolves and agrees with the geometry, otherwise the nearest real slice position along
-   the normal), its distance to that plane, its planarity, its in-plane polygon in
-   continuous voxel coordinates (i, j) and its area in mm2; or why it cannot be used.
-4. `even_odd_fill`: the inclusion rule. A voxel is inside when its centre is inside the
-   polygon(s) of its slice by the even-odd crossing-number rule over every contour of the
-   ROI on that slice, with half-open edges (see `RASTERIZATION_RULE`).
-5. `rasterize_roi`, `contour_volume_mm3`, `build_label_map`, `head_mask`: per-ROI voxels,
-   planimetric volumes, the label map with its overlap rule and the head mask.
+3. `place_contours`: which slice k each contour belongs to (Referenced SOP Instance UID
+   when it resolves and agrees with the geometry, otherwise the nearest real slice
+   position along the normal), its distance to that plane, its planarity, its in-plane
+   polygon in continuous voxel coordinates (i, j) and its area in mm2; or why it cannot
+   be used. Vectorised over all contours of a ROI.
+4. `even_odd_fill` / `even_odd_fill_planes`: the inclusion rule. A voxel is inside when its
+   centre is inside the polygon(s) of its slice by the even-odd crossing-number rule over
+   every contour of the ROI on that slice, with half-open edges (see `RASTERIZATION_RULE`);
+   all planes of a ROI are filled at once.
+5. `rasterize_roi`, `build_label_map`, `head_mask`: per-ROI voxel blocks and planimetric
+   volumes, the label map with its overlap rule and the head mask (Fortran-ordered
+   volumes, as NIfTI stores them, so writing them is a plain copy).
 6. `rasterize_case`: the Snakemake stage (plan + bids.json in, BIDS derivatives + tables out).
 """
 
@@ -113,11 +117,30 @@ def read_rtss(path: str | Path) -> list[Roi]:
     return parse_rois(ds)
 
 
+# Tags of the ROI Contour Sequence, walked over raw elements (see `parse_rois`).
+_ROI_CONTOUR_SEQUENCE = 0x30060039
+_REFERENCED_ROI_NUMBER = 0x30060084
+_ROI_DISPLAY_COLOR = 0x3006002A
+_CONTOUR_SEQUENCE = 0x30060040
+_CONTOUR_IMAGE_SEQUENCE = 0x30060016
+_CONTOUR_GEOMETRIC_TYPE = 0x30060042
+_CONTOUR_DATA = 0x30060050
+_REFERENCED_SOP_INSTANCE_UID = 0x00081155
+
+
 def parse_rois(ds: Any) -> list[Roi]:
-    """ROIs of an RTSS pydicom Dataset. A ROI without a ROI Contour item gets no contours."""
+    """ROIs of an RTSS pydicom Dataset. A ROI without a ROI Contour item gets no contours.
+
+    The ROI Contour Sequence (nearly all of the file) is walked over pydicom's raw elements
+    with `metsprep.scan`'s item splitter, without a `Dataset` per contour: its values are
+    all of ASCII-only VRs (IS, CS, UI, DS). The small ROI-level sequences are read as
+    pydicom Datasets, so ROI names decode with the file's character set."""
+    from metsprep.scan import sequence_items  # raw item walk shared with the scan stage
+
     contour_items = {}
-    for item in ds.get("ROIContourSequence", []) or []:
-        number = _int_or_none(item.get("ReferencedROINumber"))
+    wanted = [_REFERENCED_ROI_NUMBER, _ROI_DISPLAY_COLOR, _CONTOUR_SEQUENCE]
+    for item in sequence_items(ds.get_item(_ROI_CONTOUR_SEQUENCE), wanted):
+        number = _int_or_none(_ascii_value(item.get(_REFERENCED_ROI_NUMBER)))
         if number is not None:
             contour_items[number] = item
     observations = {}
@@ -135,12 +158,8 @@ def parse_rois(ds: Any) -> list[Roi]:
         colour = None
         contours: tuple[Contour, ...] = ()
         if contour_item is not None:
-            raw_colour = contour_item.get("ROIDisplayColor")
-            if raw_colour is not None and len(raw_colour) == 3:
-                colour = tuple(int(c) for c in raw_colour)
-            contours = tuple(
-                _parse_contour(index, c) for index, c in enumerate(contour_item.get("ContourSequence", []) or [])
-            )
+            colour = _display_colour(contour_item.get(_ROI_DISPLAY_COLOR))
+            contours = _parse_contours(number, contour_item.get(_CONTOUR_SEQUENCE))
         observation = observations.get(number)
         interpreted = observation.get("RTROIInterpretedType") if observation is not None else None
         rois.append(
@@ -148,7 +167,7 @@ def parse_rois(ds: Any) -> list[Roi]:
                 roi_number=number,
                 roi_name=str(item.get("ROIName", "") or "").strip(),
                 generation_algorithm=_str_or_none(item.get("ROIGenerationAlgorithm")),
-                display_colour=colour,  # type: ignore[arg-type]
+                display_colour=colour,
                 interpreted_type=_str_or_none(interpreted),
                 referenced_frame_of_reference_uid=_str_or_none(item.get("ReferencedFrameOfReferenceUID")),
                 contours=contours,
@@ -157,38 +176,82 @@ def parse_rois(ds: Any) -> list[Roi]:
     return sorted(rois, key=lambda r: r.roi_number)
 
 
-def _parse_contour(index: int, item: Any) -> Contour:
-    points = _contour_points(item)
-    uid = None
-    for image in item.get("ContourImageSequence", []) or []:
-        uid = _str_or_none(image.get("ReferencedSOPInstanceUID"))
-        if uid:
-            break
-    return Contour(
-        index=index,
-        geometric_type=str(item.get("ContourGeometricType", "") or "").strip().upper(),
-        points_lps_mm=points,
-        referenced_sop_instance_uid=uid,
-    )
+def _parse_contours(roi_number: int, sequence: Any) -> tuple[Contour, ...]:
+    from metsprep.scan import sequence_items
+
+    wanted = [_CONTOUR_IMAGE_SEQUENCE, _CONTOUR_GEOMETRIC_TYPE, _CONTOUR_DATA]
+    items = sequence_items(sequence, wanted)
+    points = _contour_points(roi_number, [item.get(_CONTOUR_DATA) for item in items])
+    contours = []
+    for index, (item, item_points) in enumerate(zip(items, points)):
+        uid = None
+        for image in sequence_items(item.get(_CONTOUR_IMAGE_SEQUENCE), [_REFERENCED_SOP_INSTANCE_UID]):
+            uid = _str_or_none(_ascii_value(image.get(_REFERENCED_SOP_INSTANCE_UID)))
+            if uid:
+                break
+        kind = _ascii_value(item.get(_CONTOUR_GEOMETRIC_TYPE))
+        contours.append(Contour(index, str(kind or "").strip().upper(), item_points, uid))
+    return tuple(contours)
 
 
-def _contour_points(item: Any) -> np.ndarray:
-    """Contour Data as (n, 3) float64. Parses the raw DS bytes when pydicom has not yet
-    converted them: exact (correctly rounded) and ~20x faster than DSfloat objects."""
-    tag = 0x30060050
-    if tag not in item:
-        return np.zeros((0, 3))
-    element = item.get_item(tag)
+def _contour_points(roi_number: int, elements: Sequence[Any]) -> list[np.ndarray]:
+    """Contour Data of each contour as (n, 3) float64, exact (correctly rounded, never via
+    pydicom's DSfloat objects). The raw DS strings of all contours of a ROI are joined and
+    parsed by one numpy call; already decoded values (a Dataset built in memory) are used
+    as they are."""
+    values: list[np.ndarray | None] = [None] * len(elements)
+    raw: dict[int, bytes] = {}
+    for position, element in enumerate(elements):
+        value = None if element is None else element.value
+        if isinstance(value, bytes | bytearray):
+            raw[position] = bytes(value).strip(b"\x00 ")
+        elif value is None or isinstance(value, str) and not value.strip():
+            values[position] = np.zeros(0)
+        else:
+            items = [value] if isinstance(value, str | int | float) else list(value)
+            values[position] = np.asarray([float(v) for v in items], dtype=np.float64)
+    texts = [text for text in raw.values() if text]
+    try:
+        parsed = np.array(b"\\".join(texts).split(b"\\"), dtype=np.float64) if texts else np.zeros(0)
+        counts = [text.count(b"\\") + 1 if text else 0 for text in raw.values()]
+        if parsed.size != sum(counts):
+            raise ValueError("value count")
+        for position, chunk in zip(raw, np.split(parsed, np.cumsum(counts)[:-1])):
+            values[position] = chunk
+    except ValueError:  # empty values between separators, or not numbers
+        for position, text in raw.items():
+            try:
+                values[position] = np.asarray([float(v) for v in text.split(b"\\") if v.strip()], dtype=np.float64)
+            except ValueError as exc:
+                raise CaseExcluded(f"ROI {roi_number} has Contour Data that are not numbers ({exc})") from exc
+    points = []
+    for v in values:
+        assert v is not None
+        usable = (v.size // 3) * 3
+        points.append(v[:usable].reshape(-1, 3))
+    return points
+
+
+def _ascii_value(element: Any) -> Any:
+    """Value of a raw or decoded element; raw bytes (of an ASCII-only VR) become a str."""
+    if element is None:
+        return None
     value = element.value
     if isinstance(value, bytes | bytearray):
-        text = value.decode("ascii", errors="replace").strip(" \x00")
-        values = np.array(text.split("\\"), dtype=np.float64) if text else np.zeros(0)
-    elif value is None:
-        values = np.zeros(0)
-    else:
-        values = np.asarray([float(v) for v in (value if isinstance(value, list | tuple) else list(value))], dtype=np.float64)
-    usable = (values.size // 3) * 3
-    return values[:usable].reshape(-1, 3)
+        return bytes(value).decode("ascii", errors="replace").strip("\x00 ")
+    return value
+
+
+def _display_colour(element: Any) -> tuple[int, int, int] | None:
+    value = _ascii_value(element)
+    if value is None:
+        return None
+    parts = value.split("\\") if isinstance(value, str) else list(value) if not isinstance(value, int) else [value]
+    try:
+        colour = tuple(int(c) for c in parts)
+    except (TypeError, ValueError):
+        return None
+    return colour if len(colour) == 3 else None  # type: ignore[return-value]
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -254,15 +317,16 @@ class SliceGrid:
 
     def local_spacing_mm(self, k: int) -> float:
         """Centre-to-centre spacing at plane k: mean of the gaps to its neighbours."""
+        return float(self.local_spacings_mm[k])
+
+    @cached_property
+    def local_spacings_mm(self) -> np.ndarray:
+        """`local_spacing_mm` of every plane k."""
         positions = self.positions_mm
         if len(positions) < 2:
-            return abs(self._k_step_along_normal)
-        gaps = []
-        if k > 0:
-            gaps.append(abs(positions[k] - positions[k - 1]))
-        if k < len(positions) - 1:
-            gaps.append(abs(positions[k + 1] - positions[k]))
-        return float(np.mean(gaps))
+            return np.full(len(positions), abs(self._k_step_along_normal))
+        gaps = np.abs(np.diff(positions))
+        return np.concatenate([gaps[:1], (gaps[:-1] + gaps[1:]) / 2, gaps[-1:]])
 
     def lps_from_voxels(self, ijk: np.ndarray) -> np.ndarray:
         """LPS mm of voxel centres (n, 3) integer (i, j, k), honouring real plane positions."""
@@ -270,9 +334,9 @@ class SliceGrid:
         m = self.lps_from_ijk[:3, :3]
         return self._plane_origins[ijk[:, 2]] + ijk[:, 0:1] * m[:, 0] + ijk[:, 1:2] * m[:, 1]
 
-    def in_plane(self, points_lps: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Continuous (i, j) of points projected along the normal onto plane k, and their
-        signed distances (mm) from that plane."""
+    def in_plane(self, points_lps: np.ndarray, k: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Continuous (i, j) of points projected along the normal onto plane k (one k, or
+        one per point), and their signed distances (mm) from that plane."""
         ijd = (points_lps - self._plane_origins[k]) @ self._ijd_from_offset.T
         return ijd[:, :2], ijd[:, 2]
 
@@ -280,18 +344,27 @@ class SliceGrid:
         """Plane k nearest a position along the normal, signed distance to it, and the
         local gap on that side (the gap to the neighbouring plane the point lies towards;
         at the ends of the stack the only neighbouring gap)."""
-        sp = self._sorted_positions
-        idx = int(np.clip(np.searchsorted(sp, position_mm), 0, len(sp) - 1))
-        candidates = [c for c in (idx - 1, idx) if 0 <= c < len(sp)]
-        best = min(candidates, key=lambda c: abs(sp[c] - position_mm))
-        distance = float(position_mm - sp[best])
-        if len(sp) == 1:
-            gap = abs(self._k_step_along_normal)
-        elif distance >= 0:
-            gap = sp[best + 1] - sp[best] if best + 1 < len(sp) else sp[best] - sp[best - 1]
+        k, distance, gap = self.nearest_planes(np.array([position_mm], dtype=np.float64))
+        return int(k[0]), float(distance[0]), float(gap[0])
+
+    def nearest_planes(self, positions_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`nearest_plane` of many positions at once: arrays k, signed distance, gap.
+        Of two equally near planes the lower position wins."""
+        sp, n = self._sorted_positions, len(self._sorted_positions)
+        positions = np.asarray(positions_mm, dtype=np.float64)
+        upper = np.clip(np.searchsorted(sp, positions), 0, n - 1)
+        lower = np.maximum(upper - 1, 0)
+        use_lower = (upper > 0) & (np.abs(sp[lower] - positions) <= np.abs(sp[upper] - positions))
+        best = np.where(use_lower, lower, upper)
+        distance = positions - sp[best]
+        if n == 1:
+            gap = np.full(positions.shape, abs(self._k_step_along_normal))
         else:
-            gap = sp[best] - sp[best - 1] if best > 0 else sp[1] - sp[0]
-        return int(self._sorted_k[best]), distance, float(gap)
+            above, below = np.minimum(best + 1, n - 1), np.maximum(best - 1, 0)
+            gap_up = np.where(best + 1 < n, sp[above] - sp[best], sp[best] - sp[below])
+            gap_down = np.where(best > 0, sp[best] - sp[below], sp[1] - sp[0])
+            gap = np.where(distance >= 0, gap_up, gap_down)
+        return self._sorted_k[best], distance, gap
 
 
 # ---------------------------------------------------------------------------------------
@@ -326,81 +399,121 @@ class PlacedContour:
 
 def place_contour(roi_number: int, contour: Contour, grid: SliceGrid) -> PlacedContour:
     """Assign a contour to a plane of `grid` or say why it cannot be used."""
-    placed = PlacedContour(
-        roi_number=roi_number,
-        contour_index=contour.index,
-        n_points=contour.n_points,
-        geometric_type=contour.geometric_type,
-        referenced_sop_instance_uid=contour.referenced_sop_instance_uid,
-        outcome="used",
-    )
-    if contour.geometric_type != "CLOSED_PLANAR":
-        placed.outcome, placed.reason = "unusable_type", f"geometric type {contour.geometric_type or 'missing'} is not CLOSED_PLANAR"
-        return placed
-    points = contour.points_lps_mm
-    if len(points) < 3 or not np.all(np.isfinite(points)):
-        placed.outcome, placed.reason = "degenerate", "fewer than 3 points"
-        return placed
-    placed.area_mm2 = polygon_area_mm2(points, grid.normal_lps)
-    if placed.area_mm2 < 1e-9:
-        placed.outcome, placed.reason = "degenerate", "the polygon has no area in the slice plane"
-        return placed
-    placed.max_nonplanarity_mm = _nonplanarity_mm(points)
+    return place_contours(roi_number, [contour], grid)[0]
 
-    along_normal = points @ grid.normal_lps
-    centre = float(along_normal.mean())
-    k, distance, gap = grid.nearest_plane(centre)
-    method = "position"
-    uid = contour.referenced_sop_instance_uid
-    if uid is not None and uid in grid.uid_to_k:
-        k_uid = grid.uid_to_k[uid]
-        distance_uid = centre - float(grid.positions_mm[k_uid])
-        if abs(distance_uid) < 0.5 * grid.local_spacing_mm(k_uid):
-            k, distance, method = k_uid, distance_uid, "sop_uid"
-        else:
-            placed.reason = (
-                f"Referenced SOP Instance UID names slice {k_uid}, {distance_uid:.2f} mm away; placed by position"
-            )
-    placed.slice_method = method
-    placed.slice_k = k
-    placed.distance_to_slice_mm = distance
-    placed.max_off_plane_mm = float(np.abs(along_normal - grid.positions_mm[k]).max())
 
-    if method == "position" and abs(distance) >= 0.5 * gap - HALF_SPACING_TIE_MM:
-        first, last = grid._sorted_positions[0], grid._sorted_positions[-1]
-        beyond_stack = centre < first or centre > last
-        placed.outcome = "outside_fov" if beyond_stack else "off_plane"
-        placed.reason = (
-            f"{abs(distance):.2f} mm from the nearest slice (k={k}); more than half the local spacing "
-            f"({gap:.2f} mm)" + (", beyond the ends of the stack" if beyond_stack else "")
+def place_contours(roi_number: int, contours: Sequence[Contour], grid: SliceGrid) -> list[PlacedContour]:
+    """`place_contour` for all contours of a ROI at once: the geometry (areas, planarity,
+    nearest planes, in-plane polygons) is computed over the concatenated points, per
+    contour by segment reductions; only the decisions are made contour by contour."""
+    placed = [
+        PlacedContour(
+            roi_number=roi_number,
+            contour_index=c.index,
+            n_points=c.n_points,
+            geometric_type=c.geometric_type,
+            referenced_sop_instance_uid=c.referenced_sop_instance_uid,
+            outcome="used",
         )
-        placed.slice_k = None
+        for c in contours
+    ]
+    candidates, candidate_points = [], []
+    for p, c in zip(placed, contours):
+        if c.geometric_type != "CLOSED_PLANAR":
+            p.outcome, p.reason = "unusable_type", f"geometric type {c.geometric_type or 'missing'} is not CLOSED_PLANAR"
+        elif c.n_points < 3 or not np.all(np.isfinite(c.points_lps_mm)):
+            p.outcome, p.reason = "degenerate", "fewer than 3 points"
+        else:
+            candidates.append(p)
+            candidate_points.append(c.points_lps_mm)
+    if not candidates:
         return placed
+    points = np.concatenate(candidate_points)
+    segments = _Segments(np.array([p.n_points for p in candidates]))
+    centred = points - segments.mean(points)[segments.of_point]
+    # area: 3D shoelace projected on the slice normal
+    cross_sums = segments.sum(np.cross(centred, centred[segments.next_point]))
+    areas = np.abs(cross_sums @ grid.normal_lps) / 2.0
+    # planarity: distance from the best-fit plane (normal = least eigenvector of the scatter)
+    scatter = segments.sum((centred[:, :, None] * centred[:, None, :]).reshape(-1, 9)).reshape(-1, 3, 3)
+    fit_normals = np.linalg.eigh(scatter)[1][:, :, 0]
+    nonplanarity = segments.max(np.abs(np.einsum("ij,ij->i", centred, fit_normals[segments.of_point])))
+    along_normal = points @ grid.normal_lps
+    centres = segments.mean(along_normal)
+    nearest_k, nearest_distance, gaps = grid.nearest_planes(centres)
 
-    polygon_ij, _ = grid.in_plane(points, k)
+    ks = nearest_k.copy()
+    for n, p in enumerate(candidates):
+        p.area_mm2 = float(areas[n])
+        if p.area_mm2 < 1e-9:
+            p.outcome, p.reason = "degenerate", "the polygon has no area in the slice plane"
+            continue
+        p.max_nonplanarity_mm = float(nonplanarity[n])
+        centre, k, distance, method = float(centres[n]), int(nearest_k[n]), float(nearest_distance[n]), "position"
+        uid = p.referenced_sop_instance_uid
+        if uid is not None and uid in grid.uid_to_k:
+            k_uid = grid.uid_to_k[uid]
+            distance_uid = centre - float(grid.positions_mm[k_uid])
+            if abs(distance_uid) < 0.5 * grid.local_spacing_mm(k_uid):
+                k, distance, method = k_uid, distance_uid, "sop_uid"
+            else:
+                p.reason = f"Referenced SOP Instance UID names slice {k_uid}, {distance_uid:.2f} mm away; placed by position"
+        p.slice_method, p.slice_k, p.distance_to_slice_mm = method, k, distance
+        ks[n] = k
+        if method == "position" and abs(distance) >= 0.5 * gaps[n] - HALF_SPACING_TIE_MM:
+            first, last = grid._sorted_positions[0], grid._sorted_positions[-1]
+            beyond_stack = centre < first or centre > last
+            p.outcome = "outside_fov" if beyond_stack else "off_plane"
+            p.reason = (
+                f"{abs(distance):.2f} mm from the nearest slice (k={k}); more than half the local spacing "
+                f"({gaps[n]:.2f} mm)" + (", beyond the ends of the stack" if beyond_stack else "")
+            )
+            p.slice_k = None
+
+    point_ks = ks[segments.of_point]
+    max_off_plane = segments.max(np.abs(along_normal - grid.positions_mm[point_ks]))
+    polygons_ij, _ = grid.in_plane(points, point_ks)
+    lo, hi = segments.min(polygons_ij), segments.max(polygons_ij)
     ni, nj = grid.shape[0], grid.shape[1]
-    lo, hi = polygon_ij.min(axis=0), polygon_ij.max(axis=0)
-    if hi[0] < -0.5 or hi[1] < -0.5 or lo[0] > ni - 0.5 or lo[1] > nj - 0.5:
-        placed.outcome, placed.reason = "outside_fov", "the polygon lies outside the image in its slice"
-        placed.slice_k = None
-        return placed
-    placed.clipped_at_fov = bool(lo[0] < -0.5 or lo[1] < -0.5 or hi[0] > ni - 0.5 or hi[1] > nj - 0.5)
-    placed.polygon_ij = polygon_ij
+    for n, p in enumerate(candidates):
+        if p.slice_method is None:  # degenerate
+            continue
+        p.max_off_plane_mm = float(max_off_plane[n])
+        if p.slice_k is None:  # off plane or beyond the stack
+            continue
+        (lo_i, lo_j), (hi_i, hi_j) = lo[n], hi[n]
+        if hi_i < -0.5 or hi_j < -0.5 or lo_i > ni - 0.5 or lo_j > nj - 0.5:
+            p.outcome, p.reason = "outside_fov", "the polygon lies outside the image in its slice"
+            p.slice_k = None
+            continue
+        p.clipped_at_fov = bool(lo_i < -0.5 or lo_j < -0.5 or hi_i > ni - 0.5 or hi_j > nj - 0.5)
+        p.polygon_ij = polygons_ij[segments.starts[n] : segments.starts[n] + segments.counts[n]]
     return placed
 
 
-def polygon_area_mm2(points_lps: np.ndarray, normal_lps: np.ndarray) -> float:
-    """Area of a planar polygon projected on the plane with unit normal `normal_lps`
-    (shoelace in 3D: half the normal component of the summed cross products)."""
-    p = points_lps - points_lps.mean(axis=0)
-    cross = np.cross(p, np.roll(p, -1, axis=0)).sum(axis=0)
-    return float(abs(cross @ normal_lps) / 2.0)
+class _Segments:
+    """Consecutive runs of points (one run per polygon) in a concatenated point array:
+    per-run reductions and, per point, its run and the next point around its polygon."""
 
+    def __init__(self, counts: np.ndarray) -> None:
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.starts = np.cumsum(self.counts) - self.counts
+        self.of_point = np.repeat(np.arange(len(self.counts)), self.counts)
+        self.next_point = np.arange(int(self.counts.sum())) + 1
+        self.next_point[self.starts + self.counts - 1] = self.starts
 
-def _nonplanarity_mm(points: np.ndarray) -> float:
-    centred = points - points.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return float(np.abs(centred @ vt[-1]).max())
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(values, self.starts, axis=0)
+
+    def mean(self, values: np.ndarray) -> np.ndarray:
+        sums = self.sum(values)
+        return sums / self.counts.reshape((-1,) + (1,) * (sums.ndim - 1))
+
+    def min(self, values: np.ndarray) -> np.ndarray:
+        return np.minimum.reduceat(values, self.starts, axis=0)
+
+    def max(self, values: np.ndarray) -> np.ndarray:
+        return np.maximum.reduceat(values, self.starts, axis=0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -411,46 +524,74 @@ def _nonplanarity_mm(points: np.ndarray) -> float:
 def even_odd_fill(polygons_ij: Sequence[np.ndarray], shape_ij: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
     """Voxel centres of one plane inside `polygons_ij` by the even-odd rule with half-open
     edges (see `RASTERIZATION_RULE`). Returns a boolean (n_i, n_j) block over the polygons'
-    bounding box, clipped to the grid, and the (i0, j0) of its first element.
-
-    Vectorised over edges x rows: each crossing of an edge with a row j at x = i_cross
-    toggles every centre i < i_cross; a difference array turns the toggles into counts.
-    The i < i_cross decision is made with the exact orientation test, not the rounded
-    i_cross, so a centre exactly on an edge is decided by the half-open rule."""
+    bounding box, clipped to the grid, and the (i0, j0) of its first element."""
     polygons = [np.asarray(p, dtype=np.float64) for p in polygons_ij if len(p) >= 3]
-    if not polygons:
-        return np.zeros((0, 0), dtype=bool), (0, 0)
-    allpts = np.concatenate(polygons)
-    i0 = max(int(np.ceil(allpts[:, 0].min())), 0)
-    i1 = min(int(np.floor(allpts[:, 0].max())), shape_ij[0] - 1)
-    j0 = max(int(np.ceil(allpts[:, 1].min())), 0)
-    j1 = min(int(np.floor(allpts[:, 1].max())), shape_ij[1] - 1)
+    block, (i0, j0) = even_odd_fill_planes(polygons, np.zeros(len(polygons), dtype=np.int64), shape_ij)
+    return block[:, :, 0] if block.size else np.zeros(block.shape[:2], dtype=bool), (i0, j0)
+
+
+def even_odd_fill_planes(
+    polygons_ij: Sequence[np.ndarray], plane_of_polygon: np.ndarray, shape_ij: tuple[int, int]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """`even_odd_fill` of several planes at once: polygon n lies on plane
+    `plane_of_polygon[n]` (0 .. n_planes - 1). Returns a boolean (n_i, n_j, n_planes)
+    block over the bounding box of all polygons,
+    clipped to the grid, and its (i0, j0).
+
+    Only the (edge, row) pairs that cross are generated: an edge crosses the integer rows
+    j with min(y0, y1) <= j < max(y0, y1), exactly the rows where one end is above j and
+    the other not. Each crossing toggles the centres left of it; the "left of" decision
+    uses the exact orientation test, not the rounded crossing abscissa, so a centre exactly
+    on an edge is decided by the half-open rule."""
+    if not len(polygons_ij):
+        return np.zeros((0, 0, 0), dtype=bool), (0, 0)
+    n_planes = int(np.max(plane_of_polygon)) + 1
+    points = np.concatenate(polygons_ij)
+    i0 = max(int(np.ceil(points[:, 0].min())), 0)
+    i1 = min(int(np.floor(points[:, 0].max())), shape_ij[0] - 1)
+    j0 = max(int(np.ceil(points[:, 1].min())), 0)
+    j1 = min(int(np.floor(points[:, 1].max())), shape_ij[1] - 1)
     if i1 < i0 or j1 < j0:
-        return np.zeros((0, 0), dtype=bool), (0, 0)
+        return np.zeros((0, 0, n_planes), dtype=bool), (0, 0)
     width, height = i1 - i0 + 1, j1 - j0 + 1
 
-    start = np.concatenate(polygons)
-    end = np.concatenate([np.roll(p, -1, axis=0) for p in polygons])
-    x0, y0, x1, y1 = start[:, 0], start[:, 1], end[:, 0], end[:, 1]
-    rows = np.arange(j0, j1 + 1, dtype=np.float64)
-    crosses = (y0[None, :] > rows[:, None]) != (y1[None, :] > rows[:, None])  # (rows, edges)
-    r, e = np.nonzero(crosses)
-    if r.size == 0:
-        return np.zeros((width, height), dtype=bool), (i0, j0)
-    y = rows[r]
+    segments = _Segments(np.array([len(p) for p in polygons_ij]))
+    x0, y0 = points[:, 0], points[:, 1]
+    x1, y1 = x0[segments.next_point], y0[segments.next_point]
+    plane = np.asarray(plane_of_polygon, dtype=np.int64)[segments.of_point]
+    # "y > row" is false for NaN as for -inf, so a NaN end counts as -inf here.
+    y0_above, y1_above = np.where(np.isnan(y0), -np.inf, y0), np.where(np.isnan(y1), -np.inf, y1)
+    y_low, y_high = np.minimum(y0_above, y1_above), np.maximum(y0_above, y1_above)
+    first_row = np.maximum(np.ceil(y_low), j0)
+    last_row = np.minimum(np.ceil(y_high) - 1, j1)
+    n_rows = np.where(last_row >= first_row, last_row - first_row + 1, 0).astype(np.int64)
+    e = np.repeat(np.arange(len(x0)), n_rows)
+    if e.size == 0:
+        return np.zeros((width, height, n_planes), dtype=bool, order="F"), (i0, j0)
+    y = first_row[e] + (np.arange(e.size) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows))
     ex0, ey0, ex1, ey1 = x0[e], y0[e], x1[e], y1[e]
-    x_cross = ex0 + (y - ey0) * (ex1 - ex0) / (ey1 - ey0)
-    # t = number of integer columns c with c < x_cross, as ceil(x_cross), corrected exactly.
-    t = np.ceil(x_cross)
-    t = np.where(np.isfinite(t), t, 0.0)
-    t -= ~_left_of_crossing(t - 1, y, ex0, ey0, ex1, ey1)  # c = t-1 must be left of the crossing
-    t += _left_of_crossing(t, y, ex0, ey0, ex1, ey1)  # c = t must not be
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_cross = ex0 + (y - ey0) * (ex1 - ex0) / (ey1 - ey0)
+        # t = number of integer columns c with c < x_cross, as ceil(x_cross), corrected exactly.
+        t = np.ceil(x_cross)
+        t = np.where(np.isfinite(t), t, 0.0)
+        t -= ~_left_of_crossing(t - 1, y, ex0, ey0, ex1, ey1)  # c = t-1 must be left of the crossing
+        t += _left_of_crossing(t, y, ex0, ey0, ex1, ey1)  # c = t must not be
     toggled = np.clip(t - i0, 0, width).astype(np.int64)  # columns i0 .. i0+toggled-1 toggle
-    counts = np.bincount(r * (width + 1) + toggled, minlength=height * (width + 1)).reshape(height, width + 1)
-    # Column q is toggled by every crossing with toggled > q: a suffix sum from q + 1.
-    suffix = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
-    inside_rows_cols = (suffix[:, 1:] % 2).astype(bool)  # (rows j, columns i)
-    return inside_rows_cols.T, (i0, j0)
+    # Column q is inside when an odd number of crossings have toggled > q. Every closed
+    # polygon crosses a row an even number of times, so that is the parity of the
+    # crossings with toggled <= q. Rows of width + 1 (toggled == width included) each hold
+    # an even number of toggles, so over all rows laid end to end the running parity
+    # restarts at 0 with every row: the block is runs of alternating parity between the
+    # toggle positions (a position toggled twice does nothing), written by one np.repeat.
+    row_id = plane[e] * height + (y.astype(np.int64) - j0)
+    positions, times = np.unique(row_id * (width + 1) + toggled, return_counts=True)
+    boundaries = positions[times % 2 == 1]
+    size = n_planes * height * (width + 1)
+    run_lengths = np.diff(boundaries, prepend=0, append=size)
+    parity = (np.arange(run_lengths.size) % 2).astype(bool)
+    inside = np.repeat(parity, run_lengths).reshape(n_planes, height, width + 1)[:, :, :width]
+    return inside.transpose(2, 1, 0), (i0, j0)
 
 
 def _left_of_crossing(c: np.ndarray, y: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> np.ndarray:
@@ -478,11 +619,13 @@ def points_in_polygon(points_ij: np.ndarray, polygon_ij: np.ndarray) -> np.ndarr
 
 @dataclass
 class RoiRaster:
-    """A ROI's voxels as per-slice boolean blocks `(k, i0, j0, block[i, j])`, and how each
-    contour was placed."""
+    """A ROI's voxels as one boolean block `block[i, j, k]` at grid index
+    `origin_ijk` (empty planes inside its k range are all False), and how each contour
+    was placed."""
 
     roi: Roi
-    blocks: list[tuple[int, int, int, np.ndarray]]
+    block: np.ndarray
+    origin_ijk: tuple[int, int, int]
     contours: list[PlacedContour]
     contour_volume_mm3: float
 
@@ -491,41 +634,46 @@ class RoiRaster:
         return len({c.slice_k for c in self.contours if c.is_used})
 
     @property
+    def region(self) -> tuple[slice, slice, slice]:
+        """Index of the block in the grid: `volume[raster.region]` has the block's shape."""
+        return tuple(slice(o, o + s) for o, s in zip(self.origin_ijk, self.block.shape))  # type: ignore[return-value]
+
+    @cached_property
     def voxel_count(self) -> int:
-        return int(sum(np.count_nonzero(block) for *_, block in self.blocks))
+        return int(np.count_nonzero(self.block))
 
     @cached_property
     def voxels_ijk(self) -> np.ndarray:
-        """(n, 3) int64 (i, j, k) of the voxels inside."""
-        parts = []
-        for k, i0, j0, block in self.blocks:
-            ii, jj = np.nonzero(block)
-            parts.append(np.column_stack([ii + i0, jj + j0, np.full(ii.size, k)]))
-        return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 3), dtype=np.int64)
+        """(n, 3) int64 (i, j, k) of the voxels inside, by k, then i, then j."""
+        k, i, j = np.nonzero(self.block.transpose(2, 0, 1))
+        return np.column_stack([i, j, k]).astype(np.int64) + np.asarray(self.origin_ijk, dtype=np.int64)
 
     def paint(self, volume: np.ndarray, value: Any) -> None:
         """volume[voxels inside] = value."""
-        for k, i0, j0, block in self.blocks:
-            volume[i0 : i0 + block.shape[0], j0 : j0 + block.shape[1], k][block] = value
+        if self.block.size:
+            np.copyto(volume[self.region], value, where=self.block)
 
 
 def rasterize_roi(roi: Roi, grid: SliceGrid) -> RoiRaster:
-    """Place every contour, mark holes by even-odd nesting and fill each plane."""
-    placed = [place_contour(roi.roi_number, c, grid) for c in roi.contours]
+    """Place every contour, mark holes by even-odd nesting and fill all planes at once."""
+    placed = place_contours(roi.roi_number, roi.contours, grid)
     by_slice: dict[int, list[PlacedContour]] = {}
     for p in placed:
         if p.is_used:
             by_slice.setdefault(int(p.slice_k), []).append(p)  # type: ignore[arg-type]
-    blocks = []
     volume = 0.0
     for k, on_slice in sorted(by_slice.items()):
         _mark_holes(on_slice)
         signed_area = sum(p.area_mm2 * (-1.0 if p.outcome == "hole" else 1.0) for p in on_slice)  # type: ignore[operator]
         volume += signed_area * grid.local_spacing_mm(k)
-        inside, (i0, j0) = even_odd_fill([p.polygon_ij for p in on_slice], grid.shape[:2])  # type: ignore[misc]
-        if inside.any():
-            blocks.append((k, i0, j0, inside))
-    return RoiRaster(roi=roi, blocks=blocks, contours=placed, contour_volume_mm3=float(volume))
+    block, origin = np.zeros((0, 0, 0), dtype=bool), (0, 0, 0)
+    if by_slice:
+        k0 = min(by_slice)
+        used = [p for on_slice in by_slice.values() for p in on_slice]
+        planes = np.array([p.slice_k - k0 for p in used])  # type: ignore[operator]
+        block, (i0, j0) = even_odd_fill_planes([p.polygon_ij for p in used], planes, grid.shape[:2])  # type: ignore[misc]
+        origin = (i0, j0, k0)
+    return RoiRaster(roi=roi, block=block, origin_ijk=origin, contours=placed, contour_volume_mm3=float(volume))
 
 
 def _mark_holes(on_slice: list[PlacedContour]) -> None:
@@ -539,50 +687,78 @@ def _mark_holes(on_slice: list[PlacedContour]) -> None:
 
 
 def build_label_map(lesions: Sequence[tuple[int, RoiRaster]], shape: tuple[int, int, int]) -> tuple[np.ndarray, dict[int, int]]:
-    """uint16 label map from (label, raster) pairs by `OVERLAP_RULE`; returns the map and,
-    per label, the number of its voxels also claimed by another lesion."""
-    label_map = np.zeros(shape, dtype=np.uint16)
-    claims = np.zeros(shape, dtype=np.uint8)
+    """uint16 label map (Fortran order) from (label, raster) pairs by `OVERLAP_RULE`;
+    returns the map and, per label, the number of its voxels also claimed by another lesion."""
+    label_map = np.zeros(shape, dtype=np.uint16, order="F")
+    claims = np.zeros(shape, dtype=np.uint8, order="F")
     for _, raster in lesions:
-        for k, i0, j0, block in raster.blocks:
-            claims[i0 : i0 + block.shape[0], j0 : j0 + block.shape[1], k] += block
+        if raster.block.size:
+            claims[raster.region] += raster.block
     # Paint larger first so the smaller lesion wins.
     order = sorted(lesions, key=lambda lr: (-lr[1].voxel_count, -lr[1].contour_volume_mm3, -lr[0]))
     for label, raster in order:
         raster.paint(label_map, label)
     overlaps = {}
     for label, raster in lesions:
-        overlaps[label] = int(sum(
-            np.count_nonzero(claims[i0 : i0 + b.shape[0], j0 : j0 + b.shape[1], k][b] > 1) for k, i0, j0, b in raster.blocks
-        ))  # fmt: skip
+        overlaps[label] = int(np.count_nonzero(claims[raster.region][raster.block] > 1)) if raster.block.size else 0
     return label_map, overlaps
 
 
 def head_mask(rasters: Iterable[RoiRaster], grid: SliceGrid) -> np.ndarray:
-    """uint8 mask: union of the given (skull) ROIs' rasters with every hole filled per
-    slice (an inner skull outline makes an even-odd ring; filling restores the head).
-    Holes are background components, in-plane 4-connected, that do not touch the slice
-    border: one labelling pass over the volume instead of iterative dilation."""
+    """uint8 mask (Fortran order): union of the given (skull) ROIs' rasters with every hole
+    filled per slice (an inner skull outline makes an even-odd ring; filling restores the
+    head). Holes are background components, in-plane 4-connected, that do not reach the
+    slice border; `_hole_candidates` keeps the search away from most of the volume."""
     from scipy.ndimage import label
 
-    mask = np.zeros(grid.shape, dtype=bool)
-    for raster in rasters:
+    mask = np.zeros(grid.shape, dtype=bool, order="F")
+    painted = [r for r in rasters if r.block.size]
+    if not painted:
+        return mask.view(np.uint8)
+    for raster in painted:
         raster.paint(mask, True)
-    occupied = [np.nonzero(mask.any(axis=axes))[0] for axes in ((1, 2), (0, 2), (0, 1))]
-    if occupied[2].size:
-        # Crop to the mask's box plus a one-voxel background margin: the margin is one
-        # connected background component, so "touches the crop border" = "outside".
-        (i0, i1), (j0, j1), (k0, k1) = ((max(int(o[0]) - 1, 0), int(o[-1]) + 2) for o in occupied)
-        box = mask[i0:i1, j0:j1, k0:k1]
-        background = ~box
-        in_plane = np.zeros((3, 3, 3), dtype=bool)
-        in_plane[:, 1, 1] = in_plane[1, :, 1] = True
-        components, n = label(background, structure=in_plane)
+    box = mask[tuple(slice(min(r.region[a].start for r in painted), max(r.region[a].stop for r in painted)) for a in range(3))]
+    for k, (ii, jj) in _hole_candidates(box).items():
+        # Candidates have mask voxels on both sides along i and j: the margin stays inside.
+        i0, j0 = int(ii.min()) - 1, int(jj.min()) - 1
+        window = box[i0 : int(ii.max()) + 2, j0 : int(jj.max()) + 2, k]
+        candidate = np.zeros(window.shape, dtype=bool)
+        candidate[ii - i0, jj - j0] = True
+        background = ~window
+        components, n = label(background)  # 4-connected in the plane
         outside = np.zeros(n + 1, dtype=bool)
-        for face in (components[0], components[-1], components[:, 0], components[:, -1]):
-            outside[face.ravel()] = True
-        box |= background & ~outside[components]
-    return mask.astype(np.uint8)
+        outside[components[background & ~candidate]] = True  # a non-candidate sees the border
+        window |= background & ~outside[components]
+    return mask.view(np.uint8)
+
+
+def _hole_candidates(mask: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per slice k, the (i, j) of the background voxels that have mask voxels on both sides
+    along i and along j. Any other background voxel sees the slice border along a straight
+    line, so it cannot be in a hole. Found from per-row extents, touching whole rows only
+    where a row's mask voxels leave a gap."""
+    rows = mask.transpose(2, 1, 0)  # (k, j, i) view, i contiguous
+    n_i = rows.shape[2]
+    first = np.argmax(rows, axis=2)
+    last = n_i - 1 - np.argmax(rows[:, :, ::-1], axis=2)
+    filled = np.count_nonzero(rows, axis=2)
+    gappy = (filled > 0) & (filled < last - first + 1)
+    if not gappy.any():
+        return {}
+    kk, jj = np.nonzero(gappy)
+    i_index = np.arange(n_i)
+    gaps = ~rows[kk, jj] & (i_index > first[kk, jj, None]) & (i_index < last[kk, jj, None])
+    row, ii = np.nonzero(gaps)
+    kk, jj = kk[row], jj[row]
+    # The same test along j, on the (k, i) columns through these voxels only.
+    column_ids, column_of = np.unique(kk * n_i + ii, return_inverse=True)
+    columns = mask[column_ids % n_i, :, column_ids // n_i]  # (columns, j)
+    n_j = columns.shape[1]
+    first_j = np.argmax(columns, axis=1)
+    last_j = n_j - 1 - np.argmax(columns[:, ::-1], axis=1)
+    keep = (jj > first_j[column_of]) & (jj < last_j[column_of]) & columns.any(axis=1)[column_of]
+    kk, ii, jj = kk[keep], ii[keep], jj[keep]
+    return {int(k): (ii[kk == k], jj[kk == k]) for k in np.unique(kk)}
 
 
 # ---------------------------------------------------------------------------------------

@@ -681,7 +681,7 @@ _REFERENCED_SOP_INSTANCE_UID = 0x00081155
 _ITEM_TAG = 0xFFFEE000
 
 
-def _items(elem: Any, wanted: list[int]) -> list[dict[int, Any]]:
+def sequence_items(elem: Any, wanted: list[int]) -> list[dict[int, Any]]:
     """Items of a sequence element as tag -> raw element dicts (only `wanted` tags).
 
     A defined-length sequence is still raw bytes: its items are split and parsed with
@@ -755,26 +755,26 @@ def _fill_rtss_columns(row: dict[str, Any], elements: dict[int, Any]) -> None:
     row["structure_set_label"] = _text(elements.get(_STRUCTURE_SET_LABEL))
     row["structure_set_date"] = _text(elements.get(_STRUCTURE_SET_DATE))
     row["structure_set_time"] = _text(elements.get(_STRUCTURE_SET_TIME))
-    row["rtss_roi_count"] = len(_items(elements.get(_STRUCTURE_SET_ROI_SEQUENCE), [0x30060022]))
+    row["rtss_roi_count"] = len(sequence_items(elements.get(_STRUCTURE_SET_ROI_SEQUENCE), [0x30060022]))
     for_uids: list[str] = []
     study_uids: list[str] = []
     series_uids: list[str] = []
     frame_tags = [_FRAME_OF_REFERENCE_UID, _RT_REFERENCED_STUDY_SEQUENCE]
-    for frame in _items(elements.get(_REFERENCED_FRAME_OF_REFERENCE_SEQUENCE), frame_tags):
+    for frame in sequence_items(elements.get(_REFERENCED_FRAME_OF_REFERENCE_SEQUENCE), frame_tags):
         if uid := _text(frame.get(_FRAME_OF_REFERENCE_UID)):
             for_uids.append(uid)
         study_tags = [_REFERENCED_SOP_INSTANCE_UID, _RT_REFERENCED_SERIES_SEQUENCE]
-        for study in _items(frame.get(_RT_REFERENCED_STUDY_SEQUENCE), study_tags):
+        for study in sequence_items(frame.get(_RT_REFERENCED_STUDY_SEQUENCE), study_tags):
             if uid := _text(study.get(_REFERENCED_SOP_INSTANCE_UID)):
                 study_uids.append(uid)
-            for series in _items(study.get(_RT_REFERENCED_SERIES_SEQUENCE), [_SERIES_INSTANCE_UID]):
+            for series in sequence_items(study.get(_RT_REFERENCED_SERIES_SEQUENCE), [_SERIES_INSTANCE_UID]):
                 if uid := _text(series.get(_SERIES_INSTANCE_UID)):
                     series_uids.append(uid)
     sop_uids: set[str] = set()
     points: list[list[float]] = []
-    for roi_contour in _items(elements.get(_ROI_CONTOUR_SEQUENCE), [_CONTOUR_SEQUENCE]):
-        for contour in _items(roi_contour.get(_CONTOUR_SEQUENCE), [_CONTOUR_IMAGE_SEQUENCE, _CONTOUR_DATA]):
-            for image in _items(contour.get(_CONTOUR_IMAGE_SEQUENCE), [_REFERENCED_SOP_INSTANCE_UID]):
+    for roi_contour in sequence_items(elements.get(_ROI_CONTOUR_SEQUENCE), [_CONTOUR_SEQUENCE]):
+        for contour in sequence_items(roi_contour.get(_CONTOUR_SEQUENCE), [_CONTOUR_IMAGE_SEQUENCE, _CONTOUR_DATA]):
+            for image in sequence_items(contour.get(_CONTOUR_IMAGE_SEQUENCE), [_REFERENCED_SOP_INSTANCE_UID]):
                 if uid := _text(image.get(_REFERENCED_SOP_INSTANCE_UID)):
                     sop_uids.add(uid)
             data = _contour_data(contour.get(_CONTOUR_DATA))
