@@ -40,6 +40,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -331,14 +332,55 @@ def intensity_stats(values: np.ndarray | None) -> dict[str, float | None]:
     return {"mean": float(values.mean()), "median": float(np.median(values)), "p95": float(np.percentile(values, 95))}
 
 
+def _box(mask: np.ndarray, margin: np.ndarray | int = 0) -> tuple[slice, ...] | None:
+    """Bounding box of `mask`'s voxels widened by `margin` voxels per axis (clipped), or None."""
+    margin = np.broadcast_to(np.asarray(margin, dtype=np.int64), (mask.ndim,))
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(max(0, int(hit[0]) - int(margin[axis])),
+                         min(mask.shape[axis], int(hit[-1]) + 1 + int(margin[axis]))))
+    return tuple(box)
+
+
 def inside_distance_mm(mask: np.ndarray, lps_from_ijk: np.ndarray) -> np.ndarray:
-    """For each voxel of `mask`, the distance (mm) to the nearest voxel centre outside it."""
+    """For each voxel of `mask`, the distance (mm) to the nearest voxel centre outside it.
+
+    Exact, computed on the mask's bounding box plus one voxel: every voxel outside the
+    box is outside the mask, and the volume border counts as outside (a head cut by the
+    field of view), so the nearest outside voxel of any mask voxel is always in the
+    padded box.
+    """
     from scipy import ndimage as ndi
 
-    # pad so the volume border counts as outside (a head cut by the field of view)
-    padded = np.pad(mask.astype(bool), 1, constant_values=False)
-    distance = ndi.distance_transform_edt(padded, sampling=spacing_mm(lps_from_ijk))
-    return distance[1:-1, 1:-1, 1:-1]
+    mask = mask.astype(bool, copy=False)
+    distance = np.zeros(mask.shape, dtype=np.float64)
+    box = _box(mask)
+    if box is None:
+        return distance
+    padded = np.pad(mask[box], 1, constant_values=False)
+    distance[box] = ndi.distance_transform_edt(padded, sampling=spacing_mm(lps_from_ijk))[1:-1, 1:-1, 1:-1]
+    return distance
+
+
+def near_mask(mask: np.ndarray, lps_from_ijk: np.ndarray, radius_mm: float) -> np.ndarray:
+    """Voxels whose centre lies within `radius_mm` (inclusive) of a voxel centre of `mask`.
+
+    Exact: the Euclidean distance transform is computed only on the mask's bounding box
+    widened by the radius (in voxels per axis), since no voxel outside it can be that close.
+    """
+    from scipy import ndimage as ndi
+
+    mask = mask.astype(bool, copy=False)
+    near = np.zeros(mask.shape, dtype=bool)
+    spacing = spacing_mm(lps_from_ijk)
+    box = _box(mask, np.ceil(radius_mm / spacing).astype(np.int64) + 1)
+    if box is None:
+        return near
+    near[box] = ndi.distance_transform_edt(~mask[box], sampling=spacing) <= radius_mm
+    return near
 
 
 def normal_appearing_brain(
@@ -349,14 +391,11 @@ def normal_appearing_brain(
     head_depth_mm: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mask of normal-appearing brain (see the module docstring)."""
-    from scipy import ndimage as ndi
-
     if head_depth_mm is None:
         head_depth_mm = inside_distance_mm(head, lps_from_ijk)
     candidate = head_depth_mm >= BRAIN_DEPTH_MM
     if lesions.any():
-        lesion_distance = ndi.distance_transform_edt(~lesions.astype(bool), sampling=spacing_mm(lps_from_ijk))
-        candidate &= lesion_distance > LESION_MARGIN_MM
+        candidate &= ~near_mask(lesions, lps_from_ijk, LESION_MARGIN_MM)
     if not candidate.any():
         return candidate
     values = t1c[candidate]
@@ -525,26 +564,37 @@ def _case_base(plan: dict[str, Any], bids: dict[str, Any], rtss: dict[str, Any],
     }
 
 
-def _read_rois(path: Path) -> Any:
-    import pandas as pd
-
+def _read_rois(path: Path) -> list[dict[str, Any]]:
+    """The rtss stage's ROI rows (pyarrow alone: pandas would add ~0.35 s of import)."""
     if path is None or not Path(path).exists():
-        return pd.DataFrame(columns=["roi_number", "roi_name", "label", "is_lesion"])
-    return pd.read_parquet(path)
+        return []
+    import pyarrow.parquet as pq
+
+    # ParquetFile, not read_table: read_table goes through pyarrow.dataset, which imports pandas
+    return [{k: _none_if_nan(v) for k, v in row.items()} for row in pq.ParquetFile(path).read().to_pylist()]
+
+
+def _is_lesion(roi: dict[str, Any]) -> bool:
+    if "is_lesion" in roi:
+        return bool(roi["is_lesion"])
+    return roi.get("label") is not None
 
 
 def _none_if_nan(value: Any) -> Any:
     if value is None:
         return None
-    try:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if "pandas" in sys.modules:  # pd.NA / NaT can only exist where pandas is loaded
         import pandas as pd
 
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    if isinstance(value, np.generic):
-        return value.item()
+        try:
+            if pd.isna(value):
+                return None
+        except (TypeError, ValueError):
+            pass
     return value
 
 
@@ -567,15 +617,14 @@ def catalog_case(
     case = _case_base(plan, bids, rtss, register)
     status, reason, stage = _first_excluded([("bids", bids), ("rtss", rtss), ("register", register)])
     rois = _read_rois(rois_parquet)
-    is_lesion = rois["is_lesion"].astype(bool) if "is_lesion" in rois else rois["label"].notna()
-    case["non_lesion_rois"] = [str(n) for n in rois.loc[~is_lesion, "roi_name"]] if len(rois) else []
+    case["non_lesion_rois"] = [str(r.get("roi_name")) for r in rois if not _is_lesion(r)]
     case["matching_flags"] = _unique(list(plan.get("flags") or []))
     case["registration_flags"] = _unique(list(register.get("flags") or []))
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     if status == "ok":
         try:
-            rows, extra = _lesion_rows(case, rois[is_lesion], output_dir, vocabulary_yaml)
+            rows, extra = _lesion_rows(case, [r for r in rois if _is_lesion(r)], output_dir, vocabulary_yaml)
         except CaseExcluded as exc:
             status, reason, stage = "excluded", exc.reason, "catalog"
             rows, extra = [], {}
@@ -610,7 +659,7 @@ def _case_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _lesion_rows(
-    case: dict[str, Any], rois: Any, output_dir: Path, vocabulary_yaml: Path
+    case: dict[str, Any], rois: list[dict[str, Any]], output_dir: Path, vocabulary_yaml: Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from scipy import ndimage as ndi
 
@@ -661,8 +710,8 @@ def _lesion_rows(
 
     objects = ndi.find_objects(label_map) if label_map.max() > 0 else []
     rows = []
-    for roi in rois.sort_values("roi_number").to_dict("records"):
-        roi = {k: _none_if_nan(v) for k, v in roi.items()}
+    by_number = sorted(rois, key=lambda r: (r.get("roi_number") is None, r.get("roi_number") or 0))
+    for roi in by_number:
         label = int(roi["label"]) if roi.get("label") is not None else None
         row: dict[str, Any] = {
             "case_id": case["case_id"], "patient_id": case["patient_id"], "roi_number": roi.get("roi_number"),
@@ -757,8 +806,37 @@ def rows_to_table(rows: list[dict[str, Any]], columns: list[Column], table: str,
         return tuple((row.get(k) is None, row.get(k) if row.get(k) is not None else 0) for k in keys)
 
     rows = sorted(rows, key=sort_key)
-    arrays = {c.name: pa.array([_coerce(r.get(c.name), c.type) for r in rows], type=c.type) for c in columns}
+    values = [{c.name: _coerce(r.get(c.name), c.type) for c in columns} for r in rows]
+    if all(_json_representable(c.type) for c in columns):
+        return _table_via_json(values, schema)
+    arrays = {c.name: pa.array([v[c.name] for v in values], type=c.type) for c in columns}
     return pa.Table.from_pydict(arrays, schema=schema)
+
+
+def _json_representable(type_: pa.DataType) -> bool:
+    if pa.types.is_list(type_):
+        return _json_representable(type_.value_type)
+    return any(check(type_) for check in (pa.types.is_string, pa.types.is_int64, pa.types.is_float64, pa.types.is_boolean))
+
+
+def _table_via_json(values: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """The rows (already coerced to the column types) as a table, through pyarrow's JSON reader.
+
+    Why not ``pa.array``: it imports pandas on first use where pandas is installed
+    (pyarrow checks for pandas-like inputs), ~0.3 s of every per-case catalog job. JSON
+    keeps every value (floats are written with ``repr``'s round-trip precision, NaN and
+    infinities are already None) and the explicit schema fixes the types.
+    """
+    import io
+
+    import pyarrow.json as pajson
+
+    if not values:
+        return schema.empty_table()
+    ndjson = "\n".join(json.dumps(v, allow_nan=False, ensure_ascii=False) for v in values).encode()
+    parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+    table = pajson.read_json(io.BytesIO(ndjson), read_options=pajson.ReadOptions(use_threads=False, block_size=max(len(ndjson), 1 << 20) + 1), parse_options=parse)
+    return table.select(schema.names).cast(schema)
 
 
 def write_table(rows: list[dict[str, Any]], columns: list[Column], table: str, path: Path, extra_metadata: dict[str, str] | None = None) -> pa.Table:
@@ -890,6 +968,18 @@ def _type_name(type_: pa.DataType) -> str:
     return str(type_)
 
 
+def _sort_keys(value: str | None) -> list[str]:
+    """A table's ``sort_keys`` metadata: a JSON list (catalog tables) or a plain
+    comma-separated string (``inventory.parquet`` writes ``"path"``)."""
+    if not value:
+        return []
+    try:
+        keys = json.loads(value)
+    except json.JSONDecodeError:
+        keys = value.split(",")
+    return [str(k).strip() for k in ([keys] if isinstance(keys, str) else keys) if str(k).strip()]
+
+
 def data_dictionary(schemas: dict[str, pa.Schema]) -> str:
     """Markdown data dictionary of the catalog tables, generated from their schemas."""
     lines = [
@@ -906,9 +996,9 @@ def data_dictionary(schemas: dict[str, pa.Schema]) -> str:
         description = meta.get("description") or TABLE_DESCRIPTIONS.get(table, "")
         if description:
             lines += [description, ""]
-        sort_keys = meta.get("sort_keys")
-        if sort_keys and json.loads(sort_keys):
-            lines += [f"Row order: sorted by {', '.join(f'`{k}`' for k in json.loads(sort_keys))} (nulls last).", ""]
+        sort_keys = _sort_keys(meta.get("sort_keys"))
+        if sort_keys:
+            lines += [f"Row order: sorted by {', '.join(f'`{k}`' for k in sort_keys)} (nulls last).", ""]
         provenance = [f"{k} `{meta[k]}`" for k in ("metsprep_version", "config_sha256", "created_by") if meta.get(k)]
         if provenance:
             lines += ["File metadata: " + ", ".join(provenance) + ".", ""]
