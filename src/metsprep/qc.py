@@ -295,7 +295,11 @@ def _head_outlines(cases: Any, output_dir: Path, max_cases: int = 12, bin_mm: fl
         lps -= np.array([row[f"midsagittal_point_lps_{a}_mm"] for a in "xyz"])
         for name, (a, b) in {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}.items():
             hist, _, _ = np.histogram2d(lps[:, a], lps[:, b], bins=[edges_mm, edges_mm])
-            sums[name] += hist > 0
+            occupied = hist > 0
+            if b == 2:  # thick slices leave empty z bins between them: fill each column's span
+                occupied = (np.maximum.accumulate(occupied, axis=1)
+                            & np.maximum.accumulate(occupied[:, ::-1], axis=1)[:, ::-1])
+            sums[name] += occupied
         n += 1
     if n == 0:
         return None
