@@ -31,12 +31,21 @@ def run_snakemake(input_dir: Path, output_dir: Path, *extra: str) -> subprocess.
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
 
 
-def _run_layout(tmp_path_factory, layout: str, n_cases: int, seed: int, case_options: dict) -> SimpleNamespace:
+def _run_layout(
+    tmp_path_factory, layout: str, n_cases: int, seed: int, case_options: dict, add_faults: bool = False
+) -> SimpleNamespace:
     from metsprep.synth import generate_cohort
 
     root = tmp_path_factory.mktemp(f"e2e_{layout}")
     truth = generate_cohort(root / "cohort", n_cases, seed, layout=layout, case_options=case_options)
     input_dir = root / "cohort" / "dicom"
+    if add_faults:  # what real exports carry; none of it may cost a case
+        from faults import add_dicomdir, add_junk_files, truncate_file
+
+        add_junk_files(input_dir)
+        add_dicomdir(input_dir)
+        t2_files = truth["cases"][0]["series"]["T2"]["files"]
+        truncate_file(input_dir / t2_files[len(t2_files) // 2], keep_fraction=0.6)
     before = sorted((p.relative_to(input_dir), p.stat().st_mtime_ns) for p in input_dir.rglob("*"))
     output_dir = root / "out"
     result = run_snakemake(input_dir, output_dir)
@@ -56,7 +65,7 @@ def _run_layout(tmp_path_factory, layout: str, n_cases: int, seed: int, case_opt
 def nested_run(tmp_path_factory):
     return _run_layout(
         tmp_path_factory, "nested", n_cases=4, seed=7,
-        case_options={1: {"omit_series": ["T2"]}, 3: {"omit_series": ["T1C"]}},
+        case_options={1: {"omit_series": ["T2"]}, 3: {"omit_series": ["T1C"]}}, add_faults=True,
     )
 
 
@@ -97,6 +106,15 @@ def test_case_status_matches_truth(any_run):
             assert pd.isna(row["status_reason"])
         else:
             assert isinstance(row["status_reason"], str) and len(row["status_reason"]) > 10
+
+
+def test_junk_dicomdir_and_truncated_files_are_listed_unreadable_with_reasons(nested_run):
+    inventory = nested_run.inventory.set_index("path")
+    for name in (".DS_Store", "README.txt", "DICOMDIR"):
+        assert not inventory.loc[name, "readable"] and len(inventory.loc[name, "reason"]) > 5
+    t2_files = truth_cases(nested_run)[0]["series"]["T2"]["files"]
+    truncated = inventory.loc[t2_files[len(t2_files) // 2]]
+    assert not truncated["readable"] and "truncated" in truncated["reason"].lower()
 
 
 def test_excluded_case_says_why(nested_run):
