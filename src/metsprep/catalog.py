@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from metsprep.jsonio import to_jsonable
 import pyarrow as pa
 
 log = logging.getLogger("metsprep.catalog")
@@ -640,7 +642,7 @@ def catalog_case(
     case.update(_case_totals(rows))
     write_table(rows, LESION_COLUMNS, "lesions", Path(out_lesions))
     Path(out_case).parent.mkdir(parents=True, exist_ok=True)
-    Path(out_case).write_text(json.dumps(_jsonable(case), indent=2) + "\n")
+    Path(out_case).write_text(json.dumps(to_jsonable(case), indent=2) + "\n")
 
 
 def _case_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -759,20 +761,6 @@ def _lesion_rows(
 
 
 # ============================================================================ tables
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _coerce(value: Any, type_: pa.DataType) -> Any:

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from metsprep.jsonio import to_jsonable
+
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
@@ -534,7 +536,7 @@ def _register_one(
         "RegistrationMetric": METRIC_NAME,
         "RegistrationMetricBefore": qc["metric_before"],
         "RegistrationMetricAfter": qc["metric_after"],
-        "RegistrationSettings": _jsonable(asdict(settings)),
+        "RegistrationSettings": to_jsonable(asdict(settings)),
         "RegistrationFlag": qc["flag"],
     }
     _write_json(output_dir / paths["sidecar"], sidecar)
@@ -552,14 +554,6 @@ def _spatial_reference(subject: str, session: str, fixed_rel: str) -> str:
     return str(derivative_sidecar_spatial_reference(subject, session)["SpatialReference"])
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
-
-
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+    path.write_text(json.dumps(to_jsonable(payload), indent=2) + "\n")

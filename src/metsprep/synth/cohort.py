@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from metsprep.jsonio import to_jsonable
+
 from . import anatomy
 from .acquisition import (
     RenderParams,
@@ -422,7 +424,7 @@ def generate_cohort(
         "n_cases": n_cases,
         "n_studies": len(cases),
         "layout": layout,
-        "case_options": {str(k): _jsonable(v) for k, v in case_options.items()},
+        "case_options": {str(k): to_jsonable(v) for k, v in case_options.items()},
         "template": "MNI152 ICBM 2009a symmetric (nilearn datasets/data), 1 mm",
         "conventions": {
             "patient_frame": "DICOM LPS mm",
@@ -450,18 +452,6 @@ def _generate_all(
         cases.extend(_generate_patient(dicom_dir, layout, uids, case_index, patient, case_rng,
                                        case_options.get(case_index, {})))
     return cases
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _generate_patient(
@@ -871,8 +861,8 @@ def _generate_study(
         "expected_status_reason": reason,
         "expected_flags": flags,
         "faults": faults,
-        "options": _jsonable(opts),
-        "settings": _jsonable({k: v for k, v in settings.items()}),
+        "options": to_jsonable(opts),
+        "settings": to_jsonable(settings),
         "manufacturer_model_name": patient["model"],
         "magnetic_field_strength": patient["field_strength"],
         "t1c_identified_only_by_rtss": bool(settings["ambiguous_t1_descriptions"] and "T1C" in present),
