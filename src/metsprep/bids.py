@@ -1,24 +1,17 @@
-"""BIDS export: one case's MR series to NIfTI-1 + JSON sidecars, the dataset-level files,
-and the path helpers every stage shares for raw and derivative file names.
+"""Stage bids: one case's MR series to NIfTI-1 + JSON sidecars, and the dataset-level files.
 
-Decisions (see also `metsprep.geometry`):
+Decisions (file names: `metsprep.layout`; reading DICOM: `metsprep.dicom_series`):
 
-* Geometry comes from `metsprep.geometry.series_geometry`: slices sorted along the normal,
-  missing planes interpolated (flagged, `slice_sop_instance_uids[k] = null`), mixed or
-  irregular stacks rejected. A T1C that cannot be converted excludes the case; a T1 or T2
-  that cannot be converted is left out with a flag, and the case goes on.
+* A T1C that cannot be converted excludes the case; a T1 or T2 that cannot be converted
+  is left out with a flag, and the case goes on.
 * NIfTI header: sform = the exact `ras_from_ijk` (sheared for a gantry-tilted stack),
   sform_code 1 (scanner). qform = the closest rigid grid (`geometry.rigid_lps_from_ijk`);
   it equals the sform for untilted stacks and then has qform_code 1 (scanner). For a
   tilted stack the qform cannot hold the shear, so it is written with qform_code 0
   (unknown): readers that honour codes (nibabel, ITK, FSL) then use the exact sform.
-* Voxel values: Rescale Slope/Intercept applied per slice; int16/uint16 (or int32) when
-  every value is an integer, float32 otherwise (and whenever a plane is interpolated).
   scl_slope = 1, scl_inter = 0, cal_min/cal_max = the data range, units mm and s.
 * Sidecars carry the acquisition fields dcm2niix writes (times in seconds) and nothing
   that identifies a person (no names, IDs, dates, birth dates, institution).
-* Labels: BIDS labels are `[0-9a-zA-Z]+`. Every path helper checks them, and every
-  written path is checked to stay inside `output_dir`, so a hostile label cannot escape.
 * participants.tsv: one row per subject with an exported image; sex from Patient's Sex
   (M/F, anything else n/a; sessions that disagree give n/a); age in years from Patient's
   Age at the subject's first session in session-label order that records an age,
@@ -27,259 +20,40 @@ Decisions (see also `metsprep.geometry`):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-import numpy as np
+from numpy.typing import NDArray
 
+from metsprep.atomic import write_json, write_nifti, write_text
+from metsprep.contracts import SCHEMA_VERSION, BidsResult, CasePlan, ImageRecord, Participant
+from metsprep.dicom_series import ConvertedSeries, read_series
 from metsprep.errors import CaseExcluded
+from metsprep.geometry import SeriesGeometry
+from metsprep.layout import DERIVATIVE_NAME, SEQUENCES, bids_paths, safe_join
+from metsprep.settings import BidsSettings
 
 
 def _version() -> str:
-    # looked up on use: importlib.metadata is ~50 ms of start-up for the stages (register)
-    # that import this module only for its path names
+    # looked up on use: importlib.metadata is ~50 ms of start-up
     from metsprep import __version__
 
-    return __version__
+    return str(__version__)
 
 
 BIDS_VERSION = "1.10.0"
-SEQUENCES = ("T1C", "T1", "T2")
-#: BIDS suffix (with entities) of each sequence's raw image.
-RAW_SUFFIX = {"T1C": "ce-gadolinium_T1w", "T1": "T1w", "T2": "T2w"}
-SPACE = "T1wCE"
-DERIVATIVE_NAME = "metsprep"
-_LABEL = re.compile(r"^[0-9A-Za-z]+$")
-
-
-# ---------------------------------------------------------------------------- labels
-
-def is_valid_label(label: str) -> bool:
-    """A BIDS label: letters and digits only (no '-', '_', '/', '.', spaces)."""
-    return isinstance(label, str) and bool(_LABEL.match(label))
-
-
-def check_label(label: str, what: str = "label") -> str:
-    if not is_valid_label(label):
-        raise ValueError(f"invalid BIDS {what} {label!r}: only letters and digits are allowed")
-    return label
-
-
-def to_label(text: str) -> str:
-    """Make a BIDS label from free text (e.g. a Patient ID): keep letters and digits only.
-    Raises ValueError when nothing is left."""
-    label = re.sub(r"[^0-9A-Za-z]", "", text or "")
-    if not label:
-        raise ValueError(f"{text!r} has no letters or digits to make a BIDS label from")
-    return label
-
-
-def case_id(subject: str, session: str) -> str:
-    return f"sub-{check_label(subject, 'subject')}_ses-{check_label(session, 'session')}"
-
-
-# ---------------------------------------------------------------------------- paths
-
-@dataclass(frozen=True)
-class BidsPaths:
-    """Paths of one case's files, relative to `output_dir`, POSIX style."""
-
-    subject: str
-    session: str
-    raw_anat_dir: str
-    raw: dict[str, str]  # sequence -> raw NIfTI
-    raw_sidecar: dict[str, str]  # sequence -> raw JSON
-    derivatives_anat_dir: str
-    t1_in_t1c: str
-    t2_in_t1c: str
-    t1_in_t1c_sidecar: str
-    t2_in_t1c_sidecar: str
-    t1_to_t1c_transform: str
-    t2_to_t1c_transform: str
-    lesion_labels: str
-    lesion_labels_tsv: str
-    lesion_labels_sidecar: str
-    lesion_mask: str
-    lesion_mask_sidecar: str
-    head_mask: str
-    head_mask_sidecar: str
-
-
-def bids_paths(subject: str, session: str) -> BidsPaths:
-    """All raw and derivative paths of one case (raises ValueError on an invalid label)."""
-    sub, ses = check_label(subject, "subject"), check_label(session, "session")
-    stem = f"sub-{sub}_ses-{ses}"
-    raw_dir = f"bids/sub-{sub}/ses-{ses}/anat"
-    der_dir = f"bids/derivatives/{DERIVATIVE_NAME}/sub-{sub}/ses-{ses}/anat"
-    space = f"{der_dir}/{stem}_space-{SPACE}"
-    return BidsPaths(
-        subject=sub,
-        session=ses,
-        raw_anat_dir=raw_dir,
-        raw={seq: f"{raw_dir}/{stem}_{suffix}.nii.gz" for seq, suffix in RAW_SUFFIX.items()},
-        raw_sidecar={seq: f"{raw_dir}/{stem}_{suffix}.json" for seq, suffix in RAW_SUFFIX.items()},
-        derivatives_anat_dir=der_dir,
-        t1_in_t1c=f"{space}_T1w.nii.gz",
-        t2_in_t1c=f"{space}_T2w.nii.gz",
-        t1_in_t1c_sidecar=f"{space}_T1w.json",
-        t2_in_t1c_sidecar=f"{space}_T2w.json",
-        t1_to_t1c_transform=f"{der_dir}/{stem}_from-T1w_to-{SPACE}_mode-image_xfm.tfm",
-        t2_to_t1c_transform=f"{der_dir}/{stem}_from-T2w_to-{SPACE}_mode-image_xfm.tfm",
-        lesion_labels=f"{space}_desc-lesions_dseg.nii.gz",
-        lesion_labels_tsv=f"{space}_desc-lesions_dseg.tsv",
-        lesion_labels_sidecar=f"{space}_desc-lesions_dseg.json",
-        lesion_mask=f"{space}_desc-lesions_mask.nii.gz",
-        lesion_mask_sidecar=f"{space}_desc-lesions_mask.json",
-        head_mask=f"{space}_desc-head_mask.nii.gz",
-        head_mask_sidecar=f"{space}_desc-head_mask.json",
-    )
-
-
-def derivative_sidecar_spatial_reference(subject: str, session: str) -> dict[str, Any]:
-    """Sidecar keys that define space-T1wCE for a derivative file: the raw
-    ce-gadolinium_T1w image of the same case, as a BIDS URI into the raw dataset
-    (declared as `raw` in the derivative's dataset_description SourceDatasets)."""
-    raw = bids_paths(subject, session).raw["T1C"]
-    relative = str(PurePosixPath(raw).relative_to("bids"))
-    return {"SpatialReference": f"bids:raw:{relative}"}
-
-
-def safe_join(output_dir: Path, relative: str) -> Path:
-    """`output_dir / relative`, refusing anything that would land outside `output_dir`."""
-    root = Path(output_dir).resolve()
-    target = (root / relative).resolve()
-    if not target.is_relative_to(root):
-        raise ValueError(f"path {relative!r} escapes the output folder")
-    return target
-
-
-# ---------------------------------------------------------------------------- DICOM -> arrays
-
-@dataclass
-class ConvertedSeries:
-    data: np.ndarray  # indexed [i, j, k]
-    geometry: Any  # metsprep.geometry.SeriesGeometry
-    datasets: list[Any]  # the header of each input file, in input order (pixel data released)
-    notes: list[str]
-
-
-def _input_file(input_dir: Path, relative: str) -> Path:
-    if not isinstance(relative, str) or not relative:
-        raise ValueError(f"plan file entry {relative!r} is not a path")
-    path = PurePosixPath(relative)
-    if path.is_absolute() or ".." in path.parts:
-        raise ValueError(f"plan file {relative!r} is not inside the input folder")
-    return Path(input_dir) / path
-
-
-# Decoders the project ships and tests, by preference. pydicom would otherwise pick the
-# first available plugin, so another installed package (GDCM, Pillow) could silently
-# change how compressed pixel data are decoded.
-PREFERRED_DECODING_PLUGINS = ("pylibjpeg", "pydicom")
-
-
-def _decoded_pixels(ds: Any) -> np.ndarray:
-    transfer_syntax = ds.file_meta.TransferSyntaxUID
-    if transfer_syntax.is_compressed:
-        from pydicom.pixels import get_decoder
-
-        available = get_decoder(transfer_syntax).available_plugins
-        plugin = next((p for p in PREFERRED_DECODING_PLUGINS if p in available), None)
-        if plugin is not None:
-            ds.pixel_array_options(decoding_plugin=plugin)
-    return ds.pixel_array
-
-
-def _rescaled_slice(ds: Any) -> tuple[np.ndarray, bool]:
-    """Pixel values with Rescale Slope/Intercept applied; second item: integer-valued."""
-    pixels = _decoded_pixels(ds)
-    if pixels.ndim != 2:
-        raise ValueError(f"image {ds.get('SOPInstanceUID', '?')} is not a single 2-D frame")
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    if slope == 1 and intercept == 0:
-        return pixels, True
-    values = pixels.astype(np.float64) * slope + intercept
-    integer = float(slope).is_integer() and float(intercept).is_integer()
-    return values, integer
-
-
-def _integer_dtype(low: float, high: float) -> np.dtype:
-    for dtype in (np.int16, np.uint16, np.int32):
-        info = np.iinfo(dtype)
-        if info.min <= low and high <= info.max:
-            return np.dtype(dtype)
-    return np.dtype(np.float32)
-
-
-def read_series(input_dir: Path, files: list[str], max_missing_run: int = 1) -> ConvertedSeries:
-    """Read, sort and stack one series. Raises `GeometryError`/`ValueError` with a reason."""
-    import pydicom
-
-    from metsprep.geometry import GeometryError, SliceHeader, interpolation_weights, series_geometry
-
-    datasets = []
-    for relative in files:
-        try:
-            datasets.append(pydicom.dcmread(_input_file(input_dir, relative)))
-        except (OSError, pydicom.errors.InvalidDicomError) as exc:
-            raise ValueError(f"cannot read {relative}: {exc}") from exc
-    geometry = series_geometry([SliceHeader.from_dataset(ds) for ds in datasets], max_missing_run)
-    notes: list[str] = []
-    if geometry.dropped:
-        notes.append(f"{len(geometry.dropped)} duplicate file(s) of the same SOP instance ignored")
-    if geometry.sheared:
-        notes.append(f"gantry tilt {geometry.tilt_deg:.2f} deg kept as a sheared sform (qform_code 0)")
-
-    columns, rows, n_planes = geometry.shape
-    planes: dict[int, np.ndarray] = {}
-    all_integer = True
-    for k, index in enumerate(geometry.order):
-        if index is None:
-            continue
-        ds = datasets[index]
-        if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip() not in ("MONOCHROME2", "MONOCHROME1"):
-            raise ValueError(f"image photometric interpretation {ds.PhotometricInterpretation} is not grey-scale")
-        try:
-            values, integer = _rescaled_slice(ds)
-        except Exception as exc:  # decoders raise many kinds; the reason is what matters
-            raise ValueError(f"cannot decode the pixel data of {files[index]}: {exc}") from exc
-        if values.shape != (rows, columns):
-            raise GeometryError(f"pixel data of {files[index]} is {values.shape}, not {rows}x{columns}")
-        planes[k] = values
-        all_integer &= integer
-        # Free the decoded pixel buffer kept on the dataset; the headers stay for the sidecar.
-        del ds.PixelData
-
-    weights = interpolation_weights(geometry.order)
-    if weights:
-        all_integer = False
-        notes.append("missing slice(s) at k=" + ",".join(str(k) for k in sorted(weights))
-                     + " linearly interpolated between neighbouring slices")
-    low = min(float(p.min()) for p in planes.values())
-    high = max(float(p.max()) for p in planes.values())
-    dtype = _integer_dtype(low, high) if all_integer else np.dtype(np.float32)
-    # Stack as [k, j, i] then view as [i, j, k]: pixel_array rows are j, columns are i.
-    stack = np.empty((n_planes, rows, columns), dtype=dtype)
-    for k, values in planes.items():
-        stack[k] = values
-    for k, (below, above, weight) in weights.items():
-        stack[k] = ((1 - weight) * planes[below] + weight * planes[above]).astype(dtype)
-    data = stack.transpose(2, 1, 0)
-    return ConvertedSeries(data=data, geometry=geometry, datasets=datasets, notes=notes)
 
 
 # ---------------------------------------------------------------------------- NIfTI + sidecar
 
-def nifti_image(data: np.ndarray, geometry: Any) -> Any:
+def nifti_image(data: NDArray[Any], geometry: SeriesGeometry) -> Any:
     """A NIfTI-1 image with the exact sform and the closest-rigid qform (see module doc)."""
     import nibabel as nib
 
-    from metsprep.geometry import RAS_FROM_LPS, rigid_lps_from_ijk
+    from metsprep.frames import RAS_FROM_LPS
+    from metsprep.geometry import rigid_lps_from_ijk
 
     image = nib.Nifti1Image(data, geometry.ras_from_ijk)
     header = image.header
@@ -358,13 +132,6 @@ def sidecar(ds: Any) -> dict[str, Any]:
     return out
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 # ---------------------------------------------------------------------------- participant
 
 def age_in_years(patient_age: str | None) -> float | None:
@@ -377,90 +144,85 @@ def age_in_years(patient_age: str | None) -> float | None:
     return round(years, 2) if unit != "Y" else float(number)
 
 
-def participant_fields(ds: Any) -> dict[str, Any]:
+def participant_fields(ds: Any) -> Participant:
     sex = str(ds.get("PatientSex", "") or "").strip().upper()
-    return {"sex": sex if sex in ("M", "F") else None, "age_years": age_in_years(ds.get("PatientAge"))}
+    return Participant(sex="M" if sex == "M" else "F" if sex == "F" else None, age_years=age_in_years(ds.get("PatientAge")))
 
 
 # ---------------------------------------------------------------------------- stage entry points
 
-def convert_case(plan_json: Path, output_dir: Path, result_json: Path, options: dict[str, Any] | None = None) -> None:
-    """Convert one case's T1C/T1/T2 to BIDS NIfTI + sidecars and write `bids.json`.
-
-    options: `max_missing_run` (int, default 1): most consecutive missing slices that are
-    interpolated; more excludes the series.
-    """
-    options = options or {}
-    plan = json.loads(Path(plan_json).read_text(encoding="utf-8"))
-    output_dir = Path(output_dir)
-    result: dict[str, Any] = {
-        "case_id": plan.get("case_id"), "status": "ok", "status_reason": None,
-        "flags": [], "notes": [], "images": {}, "participant": {"sex": None, "age_years": None},
-    }
+def convert_case(plan_json: Path, output_dir: Path, result_json: Path, settings: BidsSettings) -> None:
+    """Convert one case's T1C/T1/T2 to BIDS NIfTI + sidecars and write `bids.json`."""
+    plan = CasePlan.read(plan_json)
+    flags: list[str] = []
+    notes: list[str] = []
     try:
-        _convert(plan, output_dir, result, int(options.get("max_missing_run", 1)))
+        images, participant = _convert(plan, Path(output_dir), flags, notes, settings.max_missing_run)
+        status, reason = "ok", None
     except CaseExcluded as exc:
-        result.update(status="excluded", status_reason=exc.reason, images={})
-    _write_json(Path(result_json), result)
+        images, participant, status, reason = {}, Participant(None, None), "excluded", exc.reason
+    BidsResult(
+        schema_version=SCHEMA_VERSION, case_id=plan.case_id, subject=plan.subject, session=plan.session,
+        status=status, status_reason=reason, flags=tuple(flags), notes=tuple(notes), images=images,
+        participant=participant,
+    ).write(result_json)  # fmt: skip
 
 
-def _convert(plan: dict[str, Any], output_dir: Path, result: dict[str, Any], max_missing_run: int) -> None:
+def _convert(
+    plan: CasePlan, output_dir: Path, flags: list[str], notes: list[str], max_missing_run: int
+) -> tuple[dict[str, ImageRecord], Participant]:
     from metsprep.geometry import GeometryError
 
     try:
-        paths = bids_paths(str(plan.get("subject")), str(plan.get("session")))
+        paths = bids_paths(plan.subject, plan.session)
     except ValueError as exc:
         raise CaseExcluded(str(exc)) from exc
-    if plan.get("case_id") != case_id(paths.subject, paths.session):
-        raise CaseExcluded(f"plan case_id {plan.get('case_id')!r} does not match its subject and session labels")
-    input_dir = Path(plan["input_dir"])
-    series_plan = plan.get("series") or {}
-    if not series_plan.get("T1C"):
-        raise CaseExcluded("the case has no T1C series")
-
+    input_dir = Path(plan.input_dir)
     converted: dict[str, ConvertedSeries] = {}
     for sequence in SEQUENCES:
-        entry = series_plan.get(sequence)
-        if not entry:
+        entry = plan.series.get(sequence)
+        if entry is None:
             continue
         try:
-            converted[sequence] = read_series(input_dir, list(entry["files"]), max_missing_run)
-        except (GeometryError, ValueError, KeyError) as exc:
+            converted[sequence] = read_series(input_dir, list(entry.files), max_missing_run)
+        except (GeometryError, ValueError) as exc:
             if sequence == "T1C":
                 raise CaseExcluded(f"T1C series cannot be converted: {exc}") from exc
-            result["flags"].append(f"{sequence.lower()}_not_converted")
-            result["notes"].append(f"{sequence} series left out: {exc}")
+            flags.append(f"{sequence.lower()}_not_converted")
+            notes.append(f"{sequence} series left out: {exc}")
 
+    images: dict[str, ImageRecord] = {}
+    participant = Participant(None, None)
     for sequence, series in converted.items():
         nifti_rel, sidecar_rel = paths.raw[sequence], paths.raw_sidecar[sequence]
-        first = series.datasets[next(i for i in series.geometry.order if i is not None)]
-        nifti_path = safe_join(output_dir, nifti_rel)
-        nifti_path.parent.mkdir(parents=True, exist_ok=True)
-        nifti_image(series.data, series.geometry).to_filename(nifti_path)
-        _write_json(safe_join(output_dir, sidecar_rel), sidecar(first))
         geometry = series.geometry
-        image: dict[str, Any] = {
-            "nifti": nifti_rel,
-            "sidecar": sidecar_rel,
-            "series_instance_uid": str(first.get("SeriesInstanceUID", "")) or None,
-            "shape": list(geometry.shape),
-            "ras_from_ijk": geometry.ras_from_ijk.tolist(),
-            "slice_positions_mm": list(geometry.slice_positions_mm),
-            "slice_spacing_mm": geometry.slice_spacing_mm,
-            "resampled": not geometry.uniform,
-            "notes": series.notes,
-        }
+        first = series.datasets[next(i for i in geometry.order if i is not None)]
+        write_nifti(safe_join(output_dir, nifti_rel), nifti_image(series.data, geometry))
+        write_json(safe_join(output_dir, sidecar_rel), sidecar(first))
+        slice_uids = None
         if sequence == "T1C":
-            image["slice_sop_instance_uids"] = [
-                None if index is None else str(series.datasets[index].SOPInstanceUID)
-                for index in geometry.order
-            ]
-            result["participant"] = participant_fields(first)
-        result["images"][sequence] = image
+            slice_uids = tuple(
+                None if index is None else str(series.datasets[index].SOPInstanceUID) for index in geometry.order
+            )
+            participant = participant_fields(first)
+        ras = geometry.ras_from_ijk
+        images[sequence] = ImageRecord(
+            nifti=nifti_rel,
+            sidecar=sidecar_rel,
+            series_instance_uid=str(first.get("SeriesInstanceUID", "")) or None,
+            shape=geometry.shape,
+            ras_from_ijk=tuple((float(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in ras),
+            slice_positions_mm=tuple(float(p) for p in geometry.slice_positions_mm),
+            slice_spacing_mm=float(geometry.slice_spacing_mm),
+            resampled=not geometry.uniform,
+            notes=tuple(series.notes),
+            slice_sop_instance_uids=slice_uids,
+        )
         for flag in geometry.flags:
             tagged = f"{sequence.lower()}_{flag}"
-            if tagged not in result["flags"]:
-                result["flags"].append(tagged)
+            if tagged not in flags:
+                flags.append(tagged)
+    return images, participant
 
 
 def _dataset_description() -> dict[str, Any]:
@@ -494,20 +256,17 @@ Identifying header fields (names, IDs, dates) are not carried into the sidecars.
 """
 
 
-def _participants(case_results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    by_subject: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+def _participants(case_results: Iterable[BidsResult]) -> list[dict[str, Any]]:
+    by_subject: dict[str, list[tuple[str, Participant]]] = {}
     for result in case_results:
-        if result.get("status") != "ok" or not result.get("images"):
+        if result.status != "ok" or not result.images:
             continue
-        match = re.fullmatch(r"sub-([0-9A-Za-z]+)_ses-([0-9A-Za-z]+)", str(result.get("case_id")))
-        if not match:
-            continue
-        by_subject.setdefault(match.group(1), []).append((match.group(2), result.get("participant") or {}))
+        by_subject.setdefault(result.subject, []).append((result.session, result.participant))
     rows = []
     for subject in sorted(by_subject):
         sessions = sorted(by_subject[subject], key=lambda item: item[0])
-        sexes = {p.get("sex") for _, p in sessions if p.get("sex")}
-        ages = [p.get("age_years") for _, p in sessions if p.get("age_years") is not None]
+        sexes = {p.sex for _, p in sessions if p.sex}
+        ages = [p.age_years for _, p in sessions if p.age_years is not None]
         age = min(float(ages[0]), 89.0) if ages else None
         rows.append({"participant_id": f"sub-{subject}", "sex": sexes.pop() if len(sexes) == 1 else None, "age": age})
     return rows
@@ -517,16 +276,16 @@ def write_dataset_files(case_result_jsons: list[Path], output_dir: Path) -> None
     """dataset_description.json, README, participants.tsv/.json and the derivative's
     dataset_description.json, from every case's `bids.json`."""
     output_dir = Path(output_dir)
-    results = [json.loads(Path(p).read_text(encoding="utf-8")) for p in case_result_jsons]
-    _write_json(safe_join(output_dir, "bids/dataset_description.json"), _dataset_description())
-    safe_join(output_dir, "bids/README").write_text(_README, encoding="utf-8")
+    results = [BidsResult.read(p) for p in case_result_jsons]
+    write_json(safe_join(output_dir, "bids/dataset_description.json"), _dataset_description())
+    write_text(safe_join(output_dir, "bids/README"), _README)
     rows = _participants(results)
     lines = ["participant_id\tsex\tage"]
     for row in rows:
         age = "n/a" if row["age"] is None else (f"{row['age']:g}")
         lines.append(f"{row['participant_id']}\t{row['sex'] or 'n/a'}\t{age}")
-    safe_join(output_dir, "bids/participants.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _write_json(safe_join(output_dir, "bids/participants.json"), {
+    write_text(safe_join(output_dir, "bids/participants.tsv"), "\n".join(lines) + "\n")
+    write_json(safe_join(output_dir, "bids/participants.json"), {
         "participant_id": {"Description": "Subject label, from the de-identified Patient ID"},
         "sex": {"Description": "Patient's Sex (0010,0040) of the DICOM header; n/a when absent, "
                                "other or inconsistent between sessions",
@@ -534,6 +293,6 @@ def write_dataset_files(case_result_jsons: list[Path], output_dir: Path) -> None
         "age": {"Description": "Patient's Age (0010,1010) at the subject's first session "
                                "(sessions in label order), capped at 89",
                 "Units": "year"},
-    })
-    _write_json(safe_join(output_dir, f"bids/derivatives/{DERIVATIVE_NAME}/dataset_description.json"),
-                _derivative_description())
+    })  # fmt: skip
+    write_json(safe_join(output_dir, f"bids/derivatives/{DERIVATIVE_NAME}/dataset_description.json"),
+               _derivative_description())

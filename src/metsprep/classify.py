@@ -1,6 +1,6 @@
 """Sequence classification of MR series: T1, T1C, T2 or OTHER, and why.
 
-The rule table lives in `config/sequence_rules.yaml` (its header documents the order of
+The rule table ships as `metsprep/data/sequence_rules.yaml` (its header documents the order of
 evidence). This module applies it to one series at a time (`classify_series`) and
 chooses one series per role in a study (`choose_series`).
 
@@ -18,7 +18,6 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 LABELS = ("T1", "T1C", "T2", "OTHER")
-DEFAULT_RULES_PATH = Path(__file__).resolve().parents[2] / "config" / "sequence_rules.yaml"
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,11 @@ class SequenceRules:
 
 
 def load_rules(path: Path | str | None = None, overrides: Mapping[str, str] | None = None) -> SequenceRules:
-    """Read the rule table; `overrides` (SeriesInstanceUID -> label) extend the file's own."""
-    data = yaml.safe_load(Path(path or DEFAULT_RULES_PATH).read_text())
+    """Read the rule table (the packaged one without `path`); `overrides`
+    (SeriesInstanceUID -> label) extend the file's own."""
+    from metsprep import data as package_data
+
+    data = yaml.safe_load(package_data.read_text(package_data.SEQUENCE_RULES, path))
     merged = dict(data.get("sequence_overrides") or {})
     merged.update(overrides or {})
     for uid, label in merged.items():

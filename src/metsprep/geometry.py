@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+from metsprep.frames import RAS_FROM_LPS
 
 #: Tolerances. Positions in real headers are printed with a few decimals.
 ORIENTATION_TOLERANCE = 1e-4  # direction cosines
@@ -187,16 +187,30 @@ def _reject_duplicate_positions(sorted_distances: np.ndarray) -> None:
     raise GeometryError(f"the series has {duplicates} images at an already occupied slice position (duplicates)")
 
 
-def _grid_indices(sorted_distances: np.ndarray, max_missing_run: int) -> tuple[np.ndarray, float]:
-    """Integer plane index of each slice on a uniform grid, and the plane spacing."""
+@dataclass(frozen=True)
+class SliceGaps:
+    """Where sorted slice positions sit on a uniform grid of planes (the one slice-gap rule:
+    the bids stage builds the grid from it, the match stage flags gaps with it)."""
+
+    spacing_mm: float  # fitted plane spacing
+    grid_k: tuple[int, ...]  # plane index of each slice
+    missing_planes: int
+    longest_missing_run: int
+
+
+def slice_gaps(sorted_distances: np.ndarray) -> SliceGaps:
+    """Fit a uniform grid to distinct sorted positions along the normal; GeometryError when
+    they do not lie on one (irregular spacing)."""
     gaps = np.diff(sorted_distances)
+    if len(gaps) == 0:
+        return SliceGaps(0.0, (0,), 0, 0)
     smallest = float(gaps.min())
     # Base spacing: the median of the gaps close to the smallest (the regular ones).
     regular = gaps[gaps <= smallest * 1.5]
     spacing = float(np.median(regular))
     indices = np.concatenate([[0], np.cumsum(np.rint(gaps / spacing))]).astype(int)
     # Refit the spacing over the whole stack, then check every slice against its plane.
-    spacing, offset = np.polyfit(indices, sorted_distances, 1) if len(indices) > 1 else (spacing, 0.0)
+    spacing, offset = np.polyfit(indices, sorted_distances, 1)
     residual = np.abs(sorted_distances - (offset + spacing * indices))
     tolerance = max(GRID_TOLERANCE_MM, GRID_TOLERANCE_FRACTION * spacing)
     if residual.max() > tolerance:
@@ -205,13 +219,19 @@ def _grid_indices(sorted_distances: np.ndarray, max_missing_run: int) -> tuple[n
             f"slice spacing is not uniform (steps between slice positions: {steps} mm) and the "
             "positions do not lie on a regular grid with gaps"
         )
-    longest_run = int((np.diff(indices) - 1).max()) if len(indices) > 1 else 0
-    if longest_run > max_missing_run:
+    runs = np.diff(indices) - 1
+    return SliceGaps(float(spacing), tuple(int(k) for k in indices), int(runs.sum()), int(runs.max()))
+
+
+def _grid_indices(sorted_distances: np.ndarray, max_missing_run: int) -> tuple[np.ndarray, float]:
+    """Integer plane index of each slice on a uniform grid, and the plane spacing."""
+    layout = slice_gaps(sorted_distances)
+    if layout.longest_missing_run > max_missing_run:
         raise GeometryError(
-            f"{longest_run} consecutive slices are missing from the stack (at most "
+            f"{layout.longest_missing_run} consecutive slices are missing from the stack (at most "
             f"{max_missing_run} can be interpolated)"
         )
-    return indices, float(spacing)
+    return np.array(layout.grid_k), layout.spacing_mm
 
 
 def series_geometry(headers: Sequence[SliceHeader], max_missing_run: int = 1) -> SeriesGeometry:

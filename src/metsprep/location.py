@@ -2,7 +2,7 @@
 
 Two independent sources:
 
-1. The ROI name, read through the ordered vocabulary `config/location_vocabulary.yaml`
+1. The ROI name, read through the ordered vocabulary `metsprep/data/location_vocabulary.yaml`
    (`read_vocabulary`, `location_from_name`); the YAML file documents the rules.
 2. The geometry: the brain's midsagittal plane estimated from the head mask
    (`midsagittal_plane`) and the signed distance of the lesion centroid to that plane
@@ -60,10 +60,13 @@ class Vocabulary:
     midline_structure_halfwidth_mm: float = 15.0
 
 
-def read_vocabulary(path: str | Path) -> Vocabulary:
+def read_vocabulary(path: str | Path | None = None) -> Vocabulary:
+    """The ROI-name vocabulary: the packaged one, or the file ``path`` (config)."""
     import yaml
 
-    data = yaml.safe_load(Path(path).read_text())
+    from metsprep import data as package_data
+
+    data = yaml.safe_load(package_data.read_text(package_data.LOCATION_VOCABULARY, path))
     return vocabulary_from_dict(data)
 
 

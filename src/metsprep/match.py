@@ -21,10 +21,13 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from metsprep.settings import MatchSettings
 from metsprep.classify import SequenceRules, choose_series, classify_series, load_rules
+from metsprep.atomic import write_with
+from metsprep.contracts import SCHEMA_VERSION, CasePlan
+from metsprep.geometry import DUPLICATE_POSITION_TOLERANCE_MM, GeometryError, slice_gaps
 
 RTSTRUCT_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.481.3"
-DEFAULT_GEOMETRY_TOLERANCE_MM = 0.2
 
 REASON_NO_RTSS = "no RT Structure Set for this study"
 REASON_NO_T1C = "no post-contrast T1 series found"
@@ -78,34 +81,31 @@ def session_label(index: int, n_sessions: int) -> str:
 def run_match(
     inventory_parquet: Path,
     input_dir: Path,
-    rules_yaml: Path,
-    options: dict[str, Any],
+    settings: MatchSettings,
     out_series: Path,
     out_cases: Path,
     plans_dir: Path,
 ) -> None:
     """Read the inventory, match, and write series/cases tables and one plan per ok case."""
-    options = dict(options or {})
     inventory = pd.read_parquet(inventory_parquet)
-    rules = load_rules(rules_yaml, options.get("sequence_overrides") or {})
-    result = match_inventory(inventory, Path(input_dir), rules, options)
-    for path in (out_series, out_cases):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    result.series.to_parquet(out_series, index=False)
-    result.cases.to_parquet(out_cases, index=False)
+    rules = load_rules(settings.sequence_rules or None, settings.sequence_overrides)
+    result = match_inventory(inventory, Path(input_dir), rules, settings)
+    write_with(out_series, lambda name: result.series.to_parquet(name, index=False))
+    write_with(out_cases, lambda name: result.cases.to_parquet(name, index=False))
     plans_dir = Path(plans_dir)
     plans_dir.mkdir(parents=True, exist_ok=True)
     for stale in plans_dir.glob("*.json"):
-        stale.unlink()
+        if stale.stem not in result.plans:
+            stale.unlink()
     for case_id, plan in result.plans.items():
-        (plans_dir / f"{case_id}.json").write_text(json.dumps(plan, indent=2, sort_keys=False) + "\n")
+        plan.write(plans_dir / f"{case_id}.json")
 
 
 @dataclass
 class MatchResult:
     series: pd.DataFrame
     cases: pd.DataFrame
-    plans: dict[str, dict[str, Any]]
+    plans: dict[str, CasePlan]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -223,9 +223,11 @@ def summarise_series(images: pd.DataFrame) -> dict[str, SeriesInfo]:
     """One SeriesInfo per SeriesInstanceUID, with slice geometry from Image Position.
 
     Rule G1: rows/columns/pixel spacing/orientation that differ within one series ->
-    flag `mixed_geometry` (the bids stage decides). Rule G2: slice spacing is the median
-    centre-to-centre distance along the slice normal; a step over 1.5 times it ->
-    flag `missing_slices`; repeated positions -> flag `duplicate_slice_positions`.
+    flag `mixed_geometry` (the bids stage decides). Rule G2: the slice positions along the
+    normal are fitted to a uniform grid by `metsprep.geometry.slice_gaps` (the rule the
+    bids stage builds the volume with): planes without a slice -> flag `missing_slices`;
+    positions on no uniform grid -> flag `irregular_slice_spacing`; repeated positions ->
+    flag `duplicate_slice_positions`.
     """
     out: dict[str, SeriesInfo] = {}
     for uid, group in images.groupby("series_instance_uid", sort=True):
@@ -290,13 +292,20 @@ def _series_geometry(info: SeriesInfo, group: pd.DataFrame) -> None:
     info.slice_positions = positions
     if len(positions) > 1:
         steps = np.diff(positions)
-        if np.any(steps < 1e-3):
+        if np.any(steps <= DUPLICATE_POSITION_TOLERANCE_MM):
             info.flags.append("duplicate_slice_positions")
-        moving = steps[steps >= 1e-3]
-        if len(moving):
-            info.slice_spacing = float(np.median(moving))
-            if np.any(moving > 1.5 * info.slice_spacing):
-                info.flags.append("missing_slices")
+        distinct = positions[np.concatenate([[True], steps > DUPLICATE_POSITION_TOLERANCE_MM])]
+        if len(distinct) > 1:
+            # the same rule as the bids stage's grid (metsprep.geometry.slice_gaps)
+            try:
+                gaps = slice_gaps(distinct)
+            except GeometryError:
+                info.slice_spacing = float(np.median(np.diff(distinct)))
+                info.flags.append("irregular_slice_spacing")
+            else:
+                info.slice_spacing = gaps.spacing_mm
+                if gaps.missing_planes:
+                    info.flags.append("missing_slices")
 
 
 # ----------------------------------------------------------------------------- RTSS
@@ -478,11 +487,12 @@ class Study:
 
 
 def match_inventory(
-    inventory: pd.DataFrame, input_dir: Path, rules: SequenceRules, options: Mapping[str, Any]
+    inventory: pd.DataFrame, input_dir: Path, rules: SequenceRules, settings: MatchSettings | None = None
 ) -> MatchResult:
     """Series and cases tables and plans from an inventory (no files are written)."""
-    include_unannotated = bool(options.get("include_unannotated", False))
-    tolerance = float(options.get("geometry_tolerance_mm", DEFAULT_GEOMETRY_TOLERANCE_MM))
+    settings = settings or MatchSettings()
+    include_unannotated = settings.include_unannotated
+    tolerance = settings.geometry_tolerance_mm
 
     # plain Python values with None for missing (pandas string columns use NaN)
     inventory = inventory.astype(object).where(inventory.notna(), None)
@@ -519,7 +529,7 @@ def match_inventory(
 
     case_rows: list[dict[str, Any]] = []
     series_rows: list[dict[str, Any]] = []
-    plans: dict[str, dict[str, Any]] = {}
+    plans: dict[str, CasePlan] = {}
     for study in sorted(studies.values(), key=lambda s: s.uid):
         pid = study.patient_id or ""
         subject, session = labels[pid], session_of[study.uid]
@@ -534,7 +544,7 @@ def match_inventory(
         series_rows += study_series_rows
         if plan is not None:
             plan.update(subject=subject, session=session, patient_id=study.patient_id)
-            plans[case_id] = plan
+            plans[case_id] = CasePlan.from_dict(plan, where=f"plan {case_id}")
 
     # series that belong to no study (no StudyInstanceUID)
     placed = {row["series_instance_uid"] for row in series_rows}
@@ -650,7 +660,7 @@ def _decide_case(
     plan = None
     if status == "ok":
         plan = {
-            "case_id": case_id, "subject": None, "session": None, "patient_id": study.patient_id,
+            "schema_version": SCHEMA_VERSION, "case_id": case_id, "subject": None, "session": None, "patient_id": study.patient_id,
             "study_instance_uid": study.uid, "input_dir": str(Path(input_dir).resolve()),
             "series": {role: _plan_series(series[uid], classes[uid]) if uid else None
                        for role, (uid, _) in chosen.items()},

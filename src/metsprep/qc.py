@@ -19,7 +19,6 @@ image, anterior up (axial), superior up (coronal/sagittal).
 from __future__ import annotations
 
 import html
-import json
 import logging
 import math
 import os
@@ -28,9 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from metsprep.atomic import write_text, write_with
+from metsprep.contracts import CaseSummary
+from metsprep.frames import Grid, apply_affine
+
 log = logging.getLogger("metsprep.qc")
 
-RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 MAX_LESION_PANELS = 40
 CROP_MIN_HALF_WIDTH_MM = 20.0
 
@@ -81,7 +83,7 @@ def _load(output_dir: Path, rel: str | None) -> tuple[np.ndarray, np.ndarray] | 
 
     img = nib.load(str(Path(output_dir) / rel))
     data = np.asarray(img.dataobj)
-    return data.reshape(data.shape[:3]), RAS_FROM_LPS @ img.affine
+    return data.reshape(data.shape[:3]), Grid.from_nifti(img).lps_from_ijk
 
 
 def _message_figure(path: Path, title: str, message: str) -> None:
@@ -91,7 +93,7 @@ def _message_figure(path: Path, title: str, message: str) -> None:
     ax.text(0.5, 0.6, title, ha="center", va="center", fontsize=12, weight="bold")
     ax.text(0.5, 0.3, message, ha="center", va="center", fontsize=9, wrap=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    write_with(path, lambda name: fig.savefig(name, dpi=80, format="png"))
 
 
 # ---------------------------------------------------------------------------- display
@@ -125,10 +127,11 @@ def case_figures(
     case_json: Path, lesions_parquet: Path, output_dir: Path, out_lesions_png: Path, out_registration_png: Path
 ) -> None:
     """Write the lesion and registration figures of one case (always both files)."""
-    case = json.loads(Path(case_json).read_text())
+    summary = CaseSummary.read(case_json)
+    case = summary.row
     output_dir = Path(output_dir)
-    case_id = case.get("case_id") or "case"
-    if case.get("status") != "ok":
+    case_id = summary.case_id
+    if summary.status != "ok":
         reason = case.get("status_reason") or "excluded"
         for path in (out_lesions_png, out_registration_png):
             _message_figure(Path(path), f"{case_id}: excluded", reason)
@@ -194,7 +197,7 @@ def lesion_figure(case_id: str, t1c: tuple[np.ndarray, np.ndarray], labels: tupl
     more = f" (first {MAX_LESION_PANELS} of {len(rows)})" if len(rows) > len(shown) else ""
     fig.suptitle(f"{case_id}: T1C through each lesion centroid{more}\nred = label-map boundary", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    write_with(path, lambda name: fig.savefig(name, dpi=80, format="png"))
 
 
 def _finite(value: Any) -> bool:
@@ -269,7 +272,7 @@ def registration_figure(
             ax.set_title(f"{seq} / T1C checkerboard, k={k}", fontsize=8)
     fig.suptitle(f"{case_id}: registration check (cyan = T1C edges)", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    write_with(path, lambda name: fig.savefig(name, dpi=80, format="png"))
 
 
 # ---------------------------------------------------------------------------- cohort report
@@ -291,7 +294,7 @@ def _head_outlines(cases: Any, output_dir: Path, max_cases: int = 12, bin_mm: fl
             continue
         mask, lps_from_ijk = loaded
         ijk = np.argwhere(mask > 0)[::7]
-        lps = ijk @ lps_from_ijk[:3, :3].T + lps_from_ijk[:3, 3]
+        lps = apply_affine(lps_from_ijk, ijk)
         lps -= np.array([row[f"midsagittal_point_lps_{a}_mm"] for a in "xyz"])
         for name, (a, b) in {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}.items():
             hist, _, _ = np.histogram2d(lps[:, a], lps[:, b], bins=[edges_mm, edges_mm])
@@ -356,7 +359,7 @@ def summary_figure(cases: Any, lesions: Any, output_dir: Path, path: Path) -> No
     fig.suptitle("metsprep cohort summary (lesion dots sized by volume; outline: mean head mask)", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    write_with(path, lambda name: fig.savefig(name, dpi=80, format="png"))
     plt.close(fig)
 
 
@@ -479,7 +482,7 @@ def build_report(
         parts.append("</section>")
     parts.append("</body></html>")
     out_html.parent.mkdir(parents=True, exist_ok=True)
-    out_html.write_text("\n".join(parts), encoding="utf-8")
+    write_text(out_html, "\n".join(parts))
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -13,67 +13,27 @@ docs/registration.md and benchmarks/bench_register.py.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from metsprep.atomic import write_json, write_with
+from metsprep.contracts import SCHEMA_VERSION, BidsResult, RegisterResult, RegistrationRecord
 from metsprep.jsonio import to_jsonable
+from metsprep.layout import MOVING_SUFFIX, bids_paths, derivative_sidecar_spatial_reference, registration_paths
+from metsprep.masks import head_mask
+from metsprep.settings import RegistrationSettings
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
 METRIC_NAME = "MattesMutualInformation"
-MOVING_SEQUENCES = {"T1": "T1w", "T2": "T2w"}
-
-
-@dataclass(frozen=True)
-class RegistrationSettings:
-    """Everything that decides a registration's result; see docs/registration.md."""
-
-    number_of_histogram_bins: int = 32
-    sampling_strategy: str = "REGULAR"  # REGULAR | RANDOM | NONE
-    sampling_percentage: float = 0.10  # of the fixed grid's voxels, before the head mask
-    seed: int = 20240611
-    shrink_factors: tuple[int, ...] = (4, 2)
-    smoothing_sigmas_mm: tuple[float, ...] = (2.0, 0.0)
-    use_head_mask: bool = True
-    optimizer: str = "RegularStepGradientDescent"  # or ConjugateGradientLineSearch
-    learning_rate: float = 2.0  # first step, in mm of the largest physical shift
-    min_step: float = 1e-3
-    relaxation_factor: float = 0.5
-    gradient_tolerance: float = 1e-6
-    max_iterations: int = 200
-    # QC bounds: a result beyond them is flagged (kept, not excluded).
-    max_rotation_deg: float = 10.0
-    max_translation_mm: float = 20.0
-    # Mattes MI (nats, sign flipped back) below which the images are deemed not aligned.
-    min_mutual_information: float = 0.15
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any] | None) -> RegistrationSettings:
-        """Build from the config's ``register:`` section; unknown keys are an error."""
-        config = dict(config or {})
-        # `threads` is the Snakemake job's thread count; registration always runs on one
-        # ITK thread (see single_threaded_itk).
-        config.pop("threads", None)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown register settings: {unknown}")
-        for key in ("shrink_factors", "smoothing_sigmas_mm"):
-            if key in config:
-                config[key] = tuple(config[key])
-        settings = cls(**config)
-        if len(settings.shrink_factors) != len(settings.smoothing_sigmas_mm):
-            raise ValueError("shrink_factors and smoothing_sigmas_mm need one entry per level")
-        return settings
 
 
 @dataclass
@@ -91,22 +51,25 @@ class RegistrationResult:
     seconds: float
     flags: list[str] = field(default_factory=list)
 
-    def qc(self) -> dict[str, Any]:
-        """JSON-ready summary (no transform object)."""
-        return {
-            "metric": METRIC_NAME,
-            "metric_before": self.metric_before,
-            "metric_after": self.metric_after,
-            "iterations": self.iterations,
-            "iterations_per_level": self.iterations_per_level,
-            "stop_condition": self.stop_condition,
-            "converged": self.converged,
-            "rotation_deg": self.rotation_deg,
-            "translation_mm": self.translation_mm,
-            "center_lps": self.center_lps,
-            "seconds": round(self.seconds, 3),
-            "flag": "; ".join(self.flags) if self.flags else None,
-        }
+    def record(self, transform: str, image: str, sidecar: str) -> RegistrationRecord:
+        """The stage's record of this result and the files written from it."""
+        return RegistrationRecord(
+            missing=False, reason=None, flag="; ".join(self.flags) if self.flags else None,
+            transform=transform, image=image, sidecar=sidecar, metric=METRIC_NAME,
+            metric_before=_finite_or_none(self.metric_before), metric_after=_finite_or_none(self.metric_after),
+            iterations=self.iterations, iterations_per_level=tuple(self.iterations_per_level),
+            stop_condition=self.stop_condition, converged=self.converged,
+            rotation_deg=self.rotation_deg["total"],
+            rotation_xyz_deg=(self.rotation_deg["x"], self.rotation_deg["y"], self.rotation_deg["z"]),
+            translation_mm=float(self.translation_mm["norm"]),
+            translation_xyz_mm=tuple(float(v) for v in self.translation_mm["vector"]),  # type: ignore[arg-type]
+            center_lps=(self.center_lps[0], self.center_lps[1], self.center_lps[2]),
+            seconds=round(self.seconds, 3),
+        )  # fmt: skip
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 # ---------------------------------------------------------------- registration
@@ -136,23 +99,6 @@ def working_resolution(image: sitk.Image) -> sitk.Image:
     image = sitk.Cast(image, sitk.sitkFloat32)
     factors = [max(1, round(WORKING_SPACING_MM / s)) for s in image.GetSpacing()]
     return sitk.BinShrink(image, factors) if any(f > 1 for f in factors) else image
-
-
-def head_mask(image: sitk.Image, shrink: tuple[int, ...] = (1, 1, 1)) -> sitk.Image:
-    """Head (not air) of an MR image: Otsu on a lightly smoothed copy, largest component.
-
-    ``shrink`` > 1 computes it on a coarser grid (same physical extent and frame).
-    """
-    import SimpleITK as sitk
-
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    if any(f > 1 for f in shrink):
-        image = sitk.Shrink(image, list(shrink))
-    smooth = sitk.SmoothingRecursiveGaussian(image, 2.0)
-    foreground = sitk.OtsuThreshold(smooth, 0, 1)
-    components = sitk.RelabelComponent(sitk.ConnectedComponent(foreground), sortByObjectSize=True)
-    # Fill enclosed dark parts (ventricles, sulcal CSF); closing was measured to add nothing.
-    return sitk.BinaryFillhole(components == 1)
 
 
 def _mask_centroid_lps(mask: sitk.Image) -> list[float]:
@@ -409,151 +355,95 @@ def registration_flags(result: RegistrationResult, settings: RegistrationSetting
 # ---------------------------------------------------------------- per-case stage
 
 
-def _derivative_paths(case_id: str, subject: str, session: str, sequence: str) -> dict[str, str]:
-    """Paths (relative to output_dir) of one moving series' registration derivatives."""
-    try:
-        from metsprep.bids import bids_paths
-    except ImportError:  # the bids module is optional here: same names, built locally
-        suffix = MOVING_SEQUENCES[sequence]
-        anat = f"bids/derivatives/metsprep/sub-{subject}/ses-{session}/anat"
-        return {
-            "xfm": f"{anat}/{case_id}_from-{suffix}_to-T1wCE_mode-image_xfm.tfm",
-            "image": f"{anat}/{case_id}_space-T1wCE_{suffix}.nii.gz",
-            "sidecar": f"{anat}/{case_id}_space-T1wCE_{suffix}.json",
-        }
-    paths = bids_paths(subject, session)
-    key = sequence.lower()  # t1 | t2
-    return {
-        "xfm": getattr(paths, f"{key}_to_t1c_transform"),
-        "image": getattr(paths, f"{key}_in_t1c"),
-        "sidecar": getattr(paths, f"{key}_in_t1c_sidecar"),
-    }
-
-
-def _split_case_id(case_id: str) -> tuple[str, str]:
-    sub, ses = case_id.split("_", 1)
-    return sub.removeprefix("sub-"), ses.removeprefix("ses-")
-
-
-def register_case(
-    bids_json: Path, output_dir: Path, result_json: Path, settings: dict[str, Any]
-) -> None:
+def register_case(bids_json: Path, output_dir: Path, result_json: Path, settings: RegistrationSettings) -> None:
     """Register a case's T1 and T2 onto its T1C; write transforms, resampled images, QC JSON."""
     import SimpleITK as sitk
 
-    bids_json, output_dir, result_json = Path(bids_json), Path(output_dir), Path(result_json)
-    case = json.loads(bids_json.read_text())
-    case_id = case["case_id"]
-    result: dict[str, Any] = {
-        "case_id": case_id,
-        "status": case.get("status", "ok"),
-        "status_reason": case.get("status_reason"),
-        "flags": [],
-        "registrations": {},
-    }
-    images = case.get("images") or {}
-    if result["status"] != "excluded" and "T1C" not in images:
-        result.update(status="excluded", status_reason="no T1W+C image to register onto")
-    if result["status"] == "excluded":
-        _write_json(result_json, result)
-        return
-
-    reg_settings = RegistrationSettings.from_config(settings)
-    subject = case.get("subject") or _split_case_id(case_id)[0]
-    session = case.get("session") or _split_case_id(case_id)[1]
-    fixed_rel = images["T1C"]["nifti"]
-    try:
-        fixed = sitk.ReadImage(str(output_dir / fixed_rel))
-        fixed_error = None
-        prepared = FixedImage.prepare(fixed, reg_settings)  # shared by T1 and T2
-    except RuntimeError as error:
-        # ITK images need orthonormal direction cosines; a sheared (gantry-tilted) T1C
-        # grid cannot be opened, so its registrations are missing, with the reason.
-        fixed, prepared = None, None
-        fixed_error = f"the T1W+C image could not be opened for registration: {error}"
-    for sequence, suffix in MOVING_SEQUENCES.items():
-        entry = images.get(sequence)
-        if not entry or not entry.get("nifti"):
-            result["registrations"][sequence] = None
-            continue
-        if fixed_error is not None:
-            qc = {"missing": True, "reason": fixed_error.splitlines()[0][:300]}
-            result["flags"].append(f"registration_failed_{sequence}")
-            result["registrations"][sequence] = result[sequence] = qc
-            continue
+    bids = BidsResult.read(bids_json)
+    output_dir = Path(output_dir)
+    status, reason = bids.status, bids.status_reason
+    flags: list[str] = []
+    registrations: dict[str, RegistrationRecord | None] = {}
+    if status == "ok":
+        fixed_rel = bids.images["T1C"].nifti
         try:
-            qc = _register_one(
-                fixed, prepared, fixed_rel, entry["nifti"], output_dir, case_id, subject, session,
-                sequence, reg_settings,
-            )
-        except Exception as error:  # noqa: BLE001 - one failed derivative must not stop the case
-            qc = {"missing": True, "reason": f"registration failed: {type(error).__name__}: {error}"}
-            result["flags"].append(f"registration_failed_{sequence}")
-        else:
-            if qc["flag"]:
-                result["flags"].append(f"registration_flag_{sequence}")
-        result["registrations"][sequence] = qc
-        result[sequence] = qc  # {"T1": {...}, "T2": {...}} at top level, as in the issue
-    _write_json(result_json, result)
+            fixed = sitk.ReadImage(str(output_dir / fixed_rel))
+            prepared = FixedImage.prepare(fixed, settings)  # shared by T1 and T2
+            fixed_error = None
+        except RuntimeError as error:
+            # ITK images need orthonormal direction cosines; a sheared (gantry-tilted) T1C
+            # grid cannot be opened, so its registrations are missing, with the reason.
+            fixed_error = f"the T1W+C image could not be opened for registration: {error}"
+        for sequence in MOVING_SUFFIX:
+            entry = bids.images.get(sequence)
+            if entry is None:
+                registrations[sequence] = None
+                continue
+            if fixed_error is not None:
+                registrations[sequence] = RegistrationRecord.missing_because(fixed_error.splitlines()[0][:300])
+                flags.append(f"registration_failed_{sequence}")
+                continue
+            try:
+                record = _register_one(fixed, prepared, entry.nifti, output_dir, bids, sequence, settings)
+            except Exception as error:  # noqa: BLE001 - one failed derivative must not stop the case
+                record = RegistrationRecord.missing_because(f"registration failed: {type(error).__name__}: {error}")
+                flags.append(f"registration_failed_{sequence}")
+            else:
+                if record.flag:
+                    flags.append(f"registration_flag_{sequence}")
+            registrations[sequence] = record
+    RegisterResult(
+        schema_version=SCHEMA_VERSION, case_id=bids.case_id, status=status, status_reason=reason,
+        flags=tuple(flags), registrations=registrations,
+    ).write(result_json)  # fmt: skip
+
+
+def resample_onto(moving: sitk.Image, fixed: sitk.Image, transform: sitk.Transform) -> sitk.Image:
+    """``moving`` on the ``fixed`` grid by linear interpolation, in the moving pixel type.
+
+    Integer images are rounded to the nearest integer (a plain cast truncates towards
+    zero, which biases every intensity by about -0.5)."""
+    import SimpleITK as sitk
+
+    resampled = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    pixel_type = moving.GetPixelID()
+    if pixel_type in (sitk.sitkFloat32, sitk.sitkFloat64):
+        return sitk.Cast(resampled, pixel_type)
+    return sitk.Cast(sitk.Round(resampled), pixel_type)
 
 
 def _register_one(
     fixed: sitk.Image,
     prepared: FixedImage,
-    fixed_rel: str,
     moving_rel: str,
     output_dir: Path,
-    case_id: str,
-    subject: str,
-    session: str,
+    bids: BidsResult,
     sequence: str,
     settings: RegistrationSettings,
-) -> dict[str, Any]:
+) -> RegistrationRecord:
     import SimpleITK as sitk
 
-    suffix = MOVING_SEQUENCES[sequence]
     moving = sitk.ReadImage(str(output_dir / moving_rel))
     registration = register_pair(fixed, moving, settings, prepared)
-    paths = _derivative_paths(case_id, subject, session, sequence)
-    xfm_path = output_dir / paths["xfm"]
-    image_path = output_dir / paths["image"]
-    xfm_path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteTransform(registration.transform, str(xfm_path))
-    resampled = sitk.Resample(
-        moving, fixed, registration.transform, sitk.sitkLinear, 0.0, moving.GetPixelID()
-    )
-    sitk.WriteImage(resampled, str(image_path), useCompression=True)
-    qc = registration.qc()
+    xfm_rel, image_rel, sidecar_rel = registration_paths(bids_paths(bids.subject, bids.session), sequence)
+    write_with(output_dir / xfm_rel, lambda name: sitk.WriteTransform(registration.transform, name))
+    resampled = resample_onto(moving, fixed, registration.transform)
+    write_with(output_dir / image_rel, lambda name: sitk.WriteImage(resampled, name, useCompression=True))
+    record = registration.record(xfm_rel, image_rel, sidecar_rel)
     sidecar = {
-        "Description": f"{suffix} rigidly registered and resampled onto the T1w+C grid",
+        "Description": f"{MOVING_SUFFIX[sequence]} rigidly registered and resampled onto the T1w+C grid",
         "SkullStripped": False,
-        "SpatialReference": _spatial_reference(subject, session, fixed_rel),
-        "Sources": [moving_rel, paths["xfm"]],
-        "TransformFile": paths["xfm"],
+        **derivative_sidecar_spatial_reference(bids.subject, bids.session),
+        "Sources": [moving_rel, xfm_rel],
+        "TransformFile": xfm_rel,
         "TransformDirection": "maps T1w+C LPS mm points to the same point in source LPS mm "
         "(ITK registration convention, fixed = T1w+C)",
         "Interpolation": "linear",
         "RegistrationMetric": METRIC_NAME,
-        "RegistrationMetricBefore": qc["metric_before"],
-        "RegistrationMetricAfter": qc["metric_after"],
+        "RegistrationMetricBefore": record.metric_before,
+        "RegistrationMetricAfter": record.metric_after,
         "RegistrationSettings": to_jsonable(asdict(settings)),
-        "RegistrationFlag": qc["flag"],
+        "RegistrationFlag": record.flag,
     }
-    _write_json(output_dir / paths["sidecar"], sidecar)
-    qc.update(missing=False, reason=None, transform=paths["xfm"], image=paths["image"],
-              sidecar=paths["sidecar"])
-    return qc
-
-
-def _spatial_reference(subject: str, session: str, fixed_rel: str) -> str:
-    """The raw T1w+C image as a BIDS URI where the bids module defines one."""
-    try:
-        from metsprep.bids import derivative_sidecar_spatial_reference
-    except ImportError:
-        return fixed_rel
-    return str(derivative_sidecar_spatial_reference(subject, session)["SpatialReference"])
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_jsonable(payload), indent=2) + "\n")
+    write_json(output_dir / sidecar_rel, sidecar)
+    return record

@@ -16,7 +16,7 @@ Read top-down:
    centre is inside the polygon(s) of its slice by the even-odd crossing-number rule over
    every contour of the ROI on that slice, with half-open edges (see `RASTERIZATION_RULE`);
    all planes of a ROI are filled at once.
-5. `rasterize_roi`, `build_label_map`, `head_mask`: per-ROI voxel blocks and planimetric
+5. `rasterize_roi`, `build_label_map`, `head_from_structures`: per-ROI voxel blocks and planimetric
    volumes, the label map with its overlap rule and the head mask (Fortran-ordered
    volumes, as NIfTI stores them, so writing them is a plain copy).
 6. `rasterize_case`: the Snakemake stage (plan + bids.json in, BIDS derivatives + tables out).
@@ -24,7 +24,6 @@ Read top-down:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,11 +33,14 @@ from typing import Any
 
 import numpy as np
 
+from metsprep.atomic import write_json, write_nifti, write_text, write_with
+from metsprep.contracts import SCHEMA_VERSION, BidsResult, CasePlan, LabelEntry, RtssOutputs, RtssResult
 from metsprep.errors import CaseExcluded
+from metsprep.frames import Grid
+from metsprep.layout import bids_paths, sidecar_path
+from metsprep.settings import RtssSettings
 
 log = logging.getLogger("metsprep.rtss")
-
-RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 RASTERIZATION_RULE = (
     "A voxel belongs to a structure when its centre lies inside the structure's contour "
@@ -135,7 +137,7 @@ def parse_rois(ds: Any) -> list[Roi]:
     with `metsprep.scan`'s item splitter, without a `Dataset` per contour: its values are
     all of ASCII-only VRs (IS, CS, UI, DS). The small ROI-level sequences are read as
     pydicom Datasets, so ROI names decode with the file's character set."""
-    from metsprep.scan import sequence_items  # raw item walk shared with the scan stage
+    from metsprep.dicom_items import sequence_items
 
     contour_items = {}
     wanted = [_REFERENCED_ROI_NUMBER, _ROI_DISPLAY_COLOR, _CONTOUR_SEQUENCE]
@@ -177,7 +179,7 @@ def parse_rois(ds: Any) -> list[Roi]:
 
 
 def _parse_contours(roi_number: int, sequence: Any) -> tuple[Contour, ...]:
-    from metsprep.scan import sequence_items
+    from metsprep.dicom_items import sequence_items
 
     wanted = [_CONTOUR_IMAGE_SEQUENCE, _CONTOUR_GEOMETRIC_TYPE, _CONTOUR_DATA]
     items = sequence_items(sequence, wanted)
@@ -704,7 +706,7 @@ def build_label_map(lesions: Sequence[tuple[int, RoiRaster]], shape: tuple[int, 
     return label_map, overlaps
 
 
-def head_mask(rasters: Iterable[RoiRaster], grid: SliceGrid) -> np.ndarray:
+def head_from_structures(rasters: Iterable[RoiRaster], grid: SliceGrid) -> np.ndarray:
     """uint8 mask (Fortran order): union of the given (skull) ROIs' rasters with every hole
     filled per slice (an inner skull outline makes an even-odd ring; filling restores the
     head). Holes are background components, in-plane 4-connected, that do not reach the
@@ -765,13 +767,9 @@ def _hole_candidates(mask: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray
 # 6. The stage
 # ---------------------------------------------------------------------------------------
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "non_lesion_prefix": "*",
-    "head_structure_pattern": "SKULL",
-    # Raw-dataset BIDS URI prefix for Sources/SpatialReference; the derivative dataset's
-    # dataset_description.json must link "raw" to the raw dataset (DatasetLinks).
-    "bids_uri_prefix": "bids:raw:",
-}
+# Raw-dataset BIDS URI prefix for Sources/SpatialReference; the derivative dataset's
+# dataset_description.json links "raw" to the raw dataset (DatasetLinks).
+BIDS_URI_PREFIX = "bids:raw:"
 
 
 @dataclass
@@ -787,19 +785,18 @@ class CaseRasters:
     flags: list[str]
 
 
-def rasterize_rois(rois: Sequence[Roi], grid: SliceGrid, options: dict | None = None) -> CaseRasters:
+def rasterize_rois(rois: Sequence[Roi], grid: SliceGrid, settings: RtssSettings | None = None) -> CaseRasters:
     """Rasterize all ROIs of a case onto `grid`: labels, label map, head mask, flags."""
-    opts = {**DEFAULT_OPTIONS, **(options or {})}
-    prefix = opts["non_lesion_prefix"]
+    settings = settings or RtssSettings()
+    prefix = settings.non_lesion_prefix
     rasters = [rasterize_roi(roi, grid) for roi in rois]
     lesion_rasters = [r for r in rasters if not r.roi.roi_name.startswith(prefix)]
     labelled = [r for r in lesion_rasters if any(c.is_used for c in r.contours)]
     labels = {r.roi.roi_number: rank for rank, r in enumerate(sorted(labelled, key=lambda r: r.roi.roi_number), start=1)}
     label_map, overlaps = build_label_map([(labels[r.roi.roi_number], r) for r in labelled], grid.shape)
 
-    pattern = str(opts["head_structure_pattern"]).upper()
-    skulls = [r for r in rasters if r.roi.roi_name.startswith(prefix) and pattern in r.roi.roi_name.upper()]
-    head = head_mask(skulls, grid) if skulls else None
+    skulls = [r for r in rasters if settings.is_head_structure(r.roi.roi_name)]
+    head = head_from_structures(skulls, grid) if skulls else None
 
     flags = []
     if not lesion_rasters:
@@ -825,15 +822,15 @@ def rasterize_rois(rois: Sequence[Roi], grid: SliceGrid, options: dict | None = 
     return CaseRasters(grid, rasters, labels, label_map, overlaps, head, flags)
 
 
-def roi_table(case: CaseRasters, options: dict | None = None) -> list[dict[str, Any]]:
+def roi_table(case: CaseRasters, settings: RtssSettings | None = None) -> list[dict[str, Any]]:
     """One row per ROI (see docs/rasterization.md for the columns)."""
-    opts = {**DEFAULT_OPTIONS, **(options or {})}
+    settings = settings or RtssSettings()
     grid = case.grid
     rows = []
     for raster in case.rasters:
         roi = raster.roi
         label = case.labels.get(roi.roi_number)
-        is_lesion = not roi.roi_name.startswith(opts["non_lesion_prefix"])
+        is_lesion = not roi.roi_name.startswith(settings.non_lesion_prefix)
         if label is not None:
             voxels = raster.voxels_ijk
             voxels = voxels[case.label_map[voxels[:, 0], voxels[:, 1], voxels[:, 2]] == label]
@@ -921,19 +918,6 @@ CONTOUR_COLUMNS = {
 }  # fmt: skip
 
 
-def lesion_derivative_paths(subject: str, session: str) -> dict[str, str]:
-    """Derivative paths of one case relative to output_dir (from `metsprep.bids.bids_paths`)."""
-    from metsprep.bids import bids_paths
-
-    paths = bids_paths(subject, session)
-    return {
-        "lesion_labels_nifti": paths.lesion_labels,
-        "lesion_labels_tsv": paths.lesion_labels_tsv,
-        "lesion_mask_nifti": paths.lesion_mask,
-        "head_mask_nifti": paths.head_mask,
-    }
-
-
 def rasterize_case(
     plan_json: Path,
     bids_json: Path,
@@ -941,107 +925,96 @@ def rasterize_case(
     result_json: Path,
     rois_parquet: Path,
     contours_parquet: Path,
-    options: dict,
+    settings: RtssSettings,
 ) -> None:
     """The rtss stage for one case. Always writes `result_json` and both tables; a case
     that cannot be processed gets `status: excluded` with a reason (and empty tables)."""
-    plan = json.loads(Path(plan_json).read_text())
-    bids = json.loads(Path(bids_json).read_text())
+    plan = CasePlan.read(plan_json)
+    bids = BidsResult.read(bids_json)
     output_dir = Path(output_dir)
-    opts = {**DEFAULT_OPTIONS, **(options or {})}
-    result: dict[str, Any] = {
-        "case_id": plan.get("case_id"), "status": "ok", "status_reason": None, "flags": [],
-        "rasterization_rule": RASTERIZATION_RULE, "label_rule": LABEL_RULE, "overlap_rule": OVERLAP_RULE,
-        "labels": [], "n_lesions": 0, "outputs": {},
-    }  # fmt: skip
     rois_rows: list[dict[str, Any]] = []
     contour_rows: list[dict[str, Any]] = []
+    flags: list[str] = []
+    labels: tuple[LabelEntry, ...] = ()
+    outputs: RtssOutputs | None = None
+    status, reason = "ok", None
     try:
-        if bids.get("status", "ok") != "ok":
-            raise CaseExcluded(bids.get("status_reason") or "excluded by the bids stage")
-        rtss_file = Path(plan["input_dir"]) / plan["rtss"]["file"]
-        t1c = (bids.get("images") or {}).get("T1C")
-        if not t1c or not t1c.get("nifti"):
-            raise CaseExcluded("the case has no exported T1C image to rasterize the structures onto")
-        rois = read_rtss(rtss_file)
+        if bids.status != "ok":
+            raise CaseExcluded(bids.status_reason or "excluded by the bids stage")
+        if plan.rtss is None:
+            raise CaseExcluded("the case has no RT Structure Set")
+        t1c = bids.images["T1C"]
+        rois = read_rtss(Path(plan.input_dir) / plan.rtss.file)
         import nibabel as nib
 
-        t1c_img = nib.load(str(output_dir / t1c["nifti"]))
+        t1c_img = nib.load(str(output_dir / t1c.nifti))
+        if not Grid.from_nifti(t1c_img).same_as(t1c.grid):
+            raise CaseExcluded("the T1C NIfTI on disk is not the grid the bids stage recorded")
         grid = SliceGrid(
-            RAS_FROM_LPS @ t1c_img.affine,
-            t1c_img.shape[:3],
-            slice_sop_instance_uids=t1c.get("slice_sop_instance_uids"),
-            slice_positions_mm=_scalar_positions(t1c.get("slice_positions_mm") or bids.get("slice_positions_mm"), t1c_img.affine),
+            t1c.grid.lps_from_ijk,
+            t1c.grid.shape,
+            slice_sop_instance_uids=t1c.slice_sop_instance_uids,
+            slice_positions_mm=t1c.slice_positions_mm,
         )
-        case = rasterize_rois(rois, grid, opts)
-        rois_rows, contour_rows = roi_table(case, opts), contour_table(case)
-        paths = lesion_derivative_paths(plan["subject"], plan["session"])
-        _write_derivatives(case, rois_rows, t1c_img, t1c["nifti"], paths, output_dir, opts)
-        result["flags"] = case.flags
-        result["labels"] = [
-            {"label": r["label"], "roi_number": r["roi_number"], "roi_name": r["roi_name"]}
+        case = rasterize_rois(rois, grid, settings)
+        rois_rows, contour_rows = roi_table(case, settings), contour_table(case)
+        paths = bids_paths(plan.subject, plan.session)
+        outputs = RtssOutputs(
+            lesion_labels_nifti=paths.lesion_labels, lesion_labels_sidecar=paths.lesion_labels_sidecar,
+            lesion_labels_tsv=paths.lesion_labels_tsv, lesion_mask_nifti=paths.lesion_mask,
+            lesion_mask_sidecar=paths.lesion_mask_sidecar,
+            head_mask_nifti=paths.head_mask if case.head is not None else None,
+            head_mask_sidecar=paths.head_mask_sidecar if case.head is not None else None,
+        )  # fmt: skip
+        _write_derivatives(case, rois_rows, t1c_img, t1c.nifti, outputs, output_dir, settings)
+        flags = case.flags
+        labels = tuple(
+            LabelEntry(label=int(r["label"]), roi_number=int(r["roi_number"]), roi_name=str(r["roi_name"]))
             for r in rois_rows if r["label"] is not None
-        ]  # fmt: skip
-        result["n_lesions"] = len(result["labels"])
-        result["outputs"] = {k: v for k, v in paths.items() if k != "head_mask_nifti" or case.head is not None}
-        result["outputs"].update({k + "_sidecar": _sidecar_path(v) for k, v in result["outputs"].items() if v.endswith(".nii.gz")})
-        result["head_mask"] = case.head is not None
+        )  # fmt: skip
     except CaseExcluded as exc:
-        result.update(status="excluded", status_reason=exc.reason)
-        log.warning("%s excluded: %s", plan.get("case_id"), exc.reason)
+        status, reason, outputs = "excluded", exc.reason, None
+        log.warning("%s excluded: %s", plan.case_id, exc.reason)
     _write_table(rois_rows, ROI_COLUMNS, Path(rois_parquet))
     _write_table(contour_rows, CONTOUR_COLUMNS, Path(contours_parquet))
-    Path(result_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(result_json).write_text(json.dumps(result, indent=2) + "\n")
-
-
-def _scalar_positions(positions: Any, ras_from_ijk: np.ndarray) -> list[float] | None:
-    """Slice positions along the normal; accepts scalars or Image Position (Patient) triplets."""
-    if not positions:
-        return None
-    arr = np.asarray([p if p is not None else np.nan for p in positions], dtype=np.float64)
-    if arr.ndim == 2 and arr.shape[1] == 3:
-        m = (RAS_FROM_LPS @ ras_from_ijk)[:3, :3]
-        normal = np.cross(m[:, 0], m[:, 1])
-        arr = arr @ (normal / np.linalg.norm(normal))
-    if arr.ndim != 1 or not np.all(np.isfinite(arr)):
-        return None
-    return arr.tolist()
+    RtssResult(
+        schema_version=SCHEMA_VERSION, case_id=plan.case_id, status=status, status_reason=reason,
+        flags=tuple(flags), rasterization_rule=RASTERIZATION_RULE, label_rule=LABEL_RULE,
+        overlap_rule=OVERLAP_RULE, labels=labels, outputs=outputs,
+    ).write(result_json)  # fmt: skip
 
 
 def _write_derivatives(
     case: CaseRasters, rois_rows: list[dict[str, Any]], t1c_img: Any, t1c_nifti: str,
-    paths: dict[str, str], output_dir: Path, opts: dict,
+    outputs: RtssOutputs, output_dir: Path, settings: RtssSettings,
 ) -> None:  # fmt: skip
-    source = opts["bids_uri_prefix"] + _bids_relative(t1c_nifti)
+    source = BIDS_URI_PREFIX + _bids_relative(t1c_nifti)
     lesion_rows = [r for r in rois_rows if r["label"] is not None]
     manual = bool(lesion_rows) and all((r["generation_algorithm"] or "").upper() == "MANUAL" for r in lesion_rows)
     common = {"Sources": [source], "SpatialReference": source, "RasterizationRule": RASTERIZATION_RULE}
-    _save_nifti(case.label_map, t1c_img, output_dir / paths["lesion_labels_nifti"], {
+    _save_nifti(case.label_map, t1c_img, output_dir, outputs.lesion_labels_nifti, {
         **common, "Manual": manual, "Description": "Lesion label map from the RT Structure Set",
         "LabelRule": LABEL_RULE, "OverlapRule": OVERLAP_RULE,
     })  # fmt: skip
     mask = (case.label_map > 0).astype(np.uint8)
-    _save_nifti(mask, t1c_img, output_dir / paths["lesion_mask_nifti"], {
+    _save_nifti(mask, t1c_img, output_dir, outputs.lesion_mask_nifti, {
         **common, "Type": "Lesion", "Manual": manual, "Description": "Union of all lesion ROIs",
     })  # fmt: skip
-    if case.head is not None:
-        skulls = [r for r in rois_rows if not r["is_lesion"] and opts["head_structure_pattern"].upper() in r["roi_name"].upper()]
-        _save_nifti(case.head, t1c_img, output_dir / paths["head_mask_nifti"], {
+    if case.head is not None and outputs.head_mask_nifti is not None:
+        skulls = [r for r in rois_rows if not r["is_lesion"] and settings.is_head_structure(r["roi_name"])]
+        _save_nifti(case.head, t1c_img, output_dir, outputs.head_mask_nifti, {
             **common, "Type": "ROI", "Description": "Head: RTSS skull structure(s) " + ", ".join(r["roi_name"] for r in skulls)
             + " filled per slice", "Manual": all((r["generation_algorithm"] or "").upper() == "MANUAL" for r in skulls),
         })  # fmt: skip
-    tsv = output_dir / paths["lesion_labels_tsv"]
-    tsv.parent.mkdir(parents=True, exist_ok=True)
     lines = ["index\tname\troi_number\troi_name\tcolor"]
     for r in lesion_rows:
         name = f"lesion{r['label']}"
         lines.append(f"{r['label']}\t{name}\t{r['roi_number']}\t{_tsv_cell(r['roi_name'])}\t{r['colour'] or 'n/a'}")
-    tsv.write_text("\n".join(lines) + "\n")
+    write_text(output_dir / outputs.lesion_labels_tsv, "\n".join(lines) + "\n")
 
 
-def _save_nifti(data: np.ndarray, t1c_img: Any, path: Path, sidecar: dict[str, Any]) -> None:
-    """NIfTI with the T1C's exact sform and qform (matrices and codes)."""
+def _save_nifti(data: np.ndarray, t1c_img: Any, output_dir: Path, relative: str, sidecar: dict[str, Any]) -> None:
+    """NIfTI with the T1C's exact sform and qform (matrices and codes), and its sidecar."""
     import nibabel as nib
 
     header = t1c_img.header.copy()
@@ -1052,13 +1025,8 @@ def _save_nifti(data: np.ndarray, t1c_img: Any, path: Path, sidecar: dict[str, A
     img.header.set_slope_inter(1.0, 0.0)
     img.header["cal_min"], img.header["cal_max"] = 0, float(data.max()) if data.size else 0
     img.header["descrip"] = b"metsprep rtss"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
-    Path(_sidecar_path(str(path))).write_text(json.dumps(sidecar, indent=2) + "\n")
-
-
-def _sidecar_path(nifti_path: str) -> str:
-    return nifti_path[: -len(".nii.gz")] + ".json" if nifti_path.endswith(".nii.gz") else nifti_path + ".json"
+    write_nifti(output_dir / relative, img)
+    write_json(output_dir / sidecar_path(relative), sidecar)
 
 
 def _bids_relative(path: str) -> str:
@@ -1082,5 +1050,4 @@ def _write_table(rows: list[dict[str, Any]], columns: dict[str, str], path: Path
 
     frame = pd.DataFrame(rows, columns=list(columns))
     frame = frame.astype(columns)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
+    write_with(path, lambda name: frame.to_parquet(name, index=False))

@@ -28,6 +28,9 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metsprep.atomic import write_parquet
+from metsprep.dicom_items import sequence_items
+
 RTSTRUCT_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.481.3"
 MEDIA_STORAGE_DIRECTORY_SOP_CLASS_UID = "1.2.840.10008.1.3.10"
 
@@ -253,15 +256,13 @@ def merge_shards(shard_paths: Iterable[Path | str], out_parquet: Path | str) -> 
         "metsprep_version": __version__,
         "created_by": "metsprep.scan.merge_shards",
     })
-    Path(out_parquet).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out_parquet)
+    write_parquet(out_parquet, table)
 
 
 def write_rows(rows: list[dict[str, Any]], out_parquet: Path | str) -> None:
     rows = sorted(rows, key=lambda r: r["path"])
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    Path(out_parquet).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out_parquet)
+    write_parquet(out_parquet, table)
 
 
 # --- one file ---------------------------------------------------------------------
@@ -678,49 +679,6 @@ _CONTOUR_IMAGE_SEQUENCE, _STRUCTURE_SET_ROI_SEQUENCE = 0x30060016, 0x30060020
 _ROI_CONTOUR_SEQUENCE, _CONTOUR_SEQUENCE, _CONTOUR_DATA = 0x30060039, 0x30060040, 0x30060050
 _FRAME_OF_REFERENCE_UID, _SERIES_INSTANCE_UID = 0x00200052, 0x0020000E
 _REFERENCED_SOP_INSTANCE_UID = 0x00081155
-_ITEM_TAG = 0xFFFEE000
-
-
-def sequence_items(elem: Any, wanted: list[int]) -> list[dict[int, Any]]:
-    """Items of a sequence element as tag -> raw element dicts (only `wanted` tags).
-
-    A defined-length sequence is still raw bytes: its items are split and parsed with
-    pydicom's element parser, skipping every value not wanted, which avoids building a
-    `Dataset` per item (that dominates the cost of a structure set with many contours).
-    Anything else (undefined lengths) goes through pydicom's own sequence reader.
-    """
-    from pydicom.dataelem import convert_raw_data_element
-    from pydicom.filereader import data_element_generator
-
-    if elem is None:
-        return []
-    if getattr(elem, "is_raw", False) and isinstance(elem.value, bytes):
-        item_bytes = _split_items(elem.value, elem.is_little_endian)
-        if item_bytes is not None:
-            return [
-                {int(e.tag): e for e in data_element_generator(
-                    BytesIO(item), elem.is_implicit_VR, elem.is_little_endian, specific_tags=wanted
-                )}
-                for item in item_bytes
-            ]
-        elem = convert_raw_data_element(elem)
-    return [item._dict for item in elem.value or []]
-
-
-def _split_items(data: bytes, little_endian: bool) -> list[bytes] | None:
-    """Values of the items of a sequence, or None unless all have a defined length."""
-    item_header = struct.Struct("<HHL" if little_endian else ">HHL")
-    items: list[bytes] = []
-    pos = 0
-    while pos < len(data):
-        if pos + 8 > len(data):
-            return None
-        group, element, length = item_header.unpack_from(data, pos)
-        if group << 16 | element != _ITEM_TAG or length == 0xFFFFFFFF or pos + 8 + length > len(data):
-            return None
-        items.append(data[pos + 8: pos + 8 + length])
-        pos += 8 + length
-    return items
 
 
 def _text(elem: Any) -> str | None:

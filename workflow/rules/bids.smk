@@ -8,6 +8,9 @@ rule bids_case:
         result=case_work("bids.json"),
     params:
         output_dir=str(OUTPUT_DIR),
+        settings=config["bids"],
+    conda:
+        "../../envs/metsprep.yaml"
     log:
         out("logs/bids/{case_id}.log"),
     benchmark:
@@ -27,6 +30,8 @@ rule bids_dataset:
         derivatives=out("bids/derivatives/metsprep/dataset_description.json"),
     params:
         output_dir=str(OUTPUT_DIR),
+    conda:
+        "../../envs/metsprep.yaml"
     log:
         out("logs/bids/dataset.log"),
     benchmark:

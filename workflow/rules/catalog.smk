@@ -8,12 +8,15 @@ rule catalog_case:
         rtss=case_work("rtss.json"),
         rois=case_work("rois.parquet"),
         register=case_work("register.json"),
-        vocabulary=config_file(config["location"]["vocabulary"]),
+        vocabulary=package_data_or(config["location"]["vocabulary"], "location_vocabulary.yaml"),
     output:
         lesions=case_work("lesions.parquet"),
         case=case_work("case.json"),
     params:
         output_dir=str(OUTPUT_DIR),
+        location=setting_with_path(config["location"], "vocabulary"),
+    conda:
+        "../../envs/metsprep.yaml"
     log:
         out("logs/catalog/{case_id}.log"),
     benchmark:
@@ -38,8 +41,9 @@ rule catalog:
         lesions=out("catalog/lesions.parquet"),
         dictionary=out("catalog/README.md"),
     params:
-        output_dir=str(OUTPUT_DIR),
         config=config,
+    conda:
+        "../../envs/metsprep.yaml"
     log:
         out("logs/catalog/merge.log"),
     benchmark:

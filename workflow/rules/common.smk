@@ -19,6 +19,16 @@ def config_file(path):
     return str(path if path.is_absolute() else Path(workflow.basedir) / path)
 
 
+def package_data_or(path, name):
+    """A config file (rule input) or, where the key is empty, the package's shipped copy."""
+    return config_file(path) if path else str(Path(workflow.basedir) / "src" / "metsprep" / "data" / name)
+
+
+def setting_with_path(section, key):
+    """A config section with its file key resolved as a rule input resolves it."""
+    return {**section, key: config_file(section[key]) if section[key] else ""}
+
+
 def out(path):
     """A path below the output folder."""
     return str(OUTPUT_DIR / path)

@@ -6,18 +6,16 @@
 checkpoint match:
     input:
         inventory=out("catalog/inventory.parquet"),
-        rules=config_file(config["match"]["sequence_rules"]),
+        rules=package_data_or(config["match"]["sequence_rules"], "sequence_rules.yaml"),
     output:
         series=out("work/match/series.parquet"),
         cases=out("work/match/cases.parquet"),
         plans=directory(out("work/match/plans")),
     params:
         input_dir=str(INPUT_DIR),
-        options={
-            "include_unannotated": config["match"]["include_unannotated"],
-            "sequence_overrides": config["match"]["sequence_overrides"],
-            "geometry_tolerance_mm": config["match"]["geometry_tolerance_mm"],
-        },
+        settings=setting_with_path(config["match"], "sequence_rules"),
+    conda:
+        "../../envs/metsprep.yaml"
     log:
         out("logs/match.log"),
     benchmark:

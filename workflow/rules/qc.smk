@@ -20,6 +20,8 @@ rule qc_case:
         ),
     params:
         output_dir=str(OUTPUT_DIR),
+    conda:
+        "../../envs/metsprep.yaml"
     log:
         out("logs/qc/{case_id}.log"),
     benchmark:
@@ -45,6 +47,8 @@ rule qc_report:
         ),
     params:
         output_dir=str(OUTPUT_DIR),
+    conda:
+        "../../envs/metsprep.yaml"
     log:
         out("logs/qc/report.log"),
     benchmark:

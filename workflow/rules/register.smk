@@ -9,6 +9,8 @@ rule register_case:
     params:
         output_dir=str(OUTPUT_DIR),
         settings=config["register"],
+    conda:
+        "../../envs/metsprep.yaml"
     log:
         out("logs/register/{case_id}.log"),
     benchmark:

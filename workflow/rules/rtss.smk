@@ -11,7 +11,9 @@ rule rtss_case:
         contours=case_work("contours.parquet"),
     params:
         output_dir=str(OUTPUT_DIR),
-        options=config["rtss"],
+        settings=config["rtss"],
+    conda:
+        "../../envs/metsprep.yaml"
     log:
         out("logs/rtss/{case_id}.log"),
     benchmark:

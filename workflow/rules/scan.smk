@@ -9,6 +9,8 @@ rule scan_shard:
     params:
         input_dir=str(INPUT_DIR),
         n_shards=N_SCAN_SHARDS,
+    conda:
+        "../../envs/metsprep.yaml"
     log:
         out("logs/scan/shard-{shard}.log"),
     benchmark:
@@ -22,6 +24,8 @@ rule scan:
         expand(out("work/scan/shard-{shard}.parquet"), shard=range(N_SCAN_SHARDS)),
     output:
         out("catalog/inventory.parquet"),
+    conda:
+        "../../envs/metsprep.yaml"
     log:
         out("logs/scan/merge.log"),
     benchmark:

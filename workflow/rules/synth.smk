@@ -11,6 +11,8 @@ rule synth:
         n_cases=config["demo"]["n_cases"],
         seed=config["demo"]["seed"],
         layout=config["demo"]["layout"],
+    conda:
+        "../../envs/metsprep.yaml"
     log:
         out("logs/synth.log"),
     benchmark:

@@ -1,13 +1,9 @@
-"""Stage scan: read the headers of one shard of the input files."""
-import sys
+"""Stage scan (one shard): header-only inventory of a stable share of the input files."""
 from pathlib import Path
 
-# Use the library of this checkout even where metsprep is not installed (e.g. --sdm conda).
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from _common import start
 
-from metsprep.logs import start_log  # noqa: E402
-
-start_log(snakemake.log[0])
+start(snakemake)
 
 from metsprep.scan import scan_shard  # noqa: E402
 

@@ -1,13 +1,9 @@
-"""Stage synth: generate the synthetic demo cohort."""
-import sys
+"""Stage synth: the synthetic demo cohort (only when input_dir is empty)."""
 from pathlib import Path
 
-# Use the library of this checkout even where metsprep is not installed (e.g. --sdm conda).
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from _common import start
 
-from metsprep.logs import start_log  # noqa: E402
-
-start_log(snakemake.log[0])
+start(snakemake)
 
 from metsprep.synth import generate_cohort  # noqa: E402
 
