@@ -283,9 +283,13 @@ def remove_series(dicom_dir: Path, series_uid: str) -> None:
 
 
 def add_copy_of_series(dicom_dir: Path, series_uid: str, folder: str, *, series_number: int | None = None,
-                       description: str | None = None, drop_every: int | None = None) -> str:
-    """A second series with new Series/SOP UIDs (e.g. a second T1C); returns its UID."""
-    new_uid = generate_uid()
+                       description: str | None = None, drop_every: int | None = None,
+                       new_uid: str | None = None) -> str:
+    """A second series with new Series/SOP UIDs (e.g. a second T1C); returns its UID.
+
+    ``new_uid`` fixes the new Series Instance UID, so a test can put it before or after the
+    original in UID order (choices must not depend on which sorts first)."""
+    new_uid = new_uid or generate_uid()
     for k, path in enumerate(series_files(dicom_dir, series_uid)):
         if drop_every and k % drop_every == 1:
             continue

@@ -26,15 +26,12 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from metsprep.bids import (
-    bids_paths,
-    case_id,
-    convert_case,
-    derivative_sidecar_spatial_reference,
-    safe_join,
-    to_label,
-    write_dataset_files,
-)
+import stages
+from metsprep.bids import convert_case, write_dataset_files
+from metsprep.contracts import SCHEMA_VERSION, BidsResult, ImageRecord, Participant
+from metsprep.layout import bids_paths, case_id, derivative_sidecar_spatial_reference, safe_join
+from metsprep.match import sanitize_label
+from metsprep.settings import BidsSettings
 
 DCM2NIIX = shutil.which("dcm2niix", path=str(Path(sys.executable).parent)) or shutil.which("dcm2niix")
 IDENTIFYING = ("Doe^Jane", "Doe", "PID12345", "19500101", "20080101", "Example Hospital")
@@ -118,28 +115,18 @@ def make_series(
 
 def write_plan(tmp: Path, series: dict[str, Path | None], subject: str = "P1", session: str = "01") -> Path:
     input_dir = tmp / "input"
-    plan = {
-        "case_id": f"sub-{subject}_ses-{session}", "subject": subject, "session": session,
-        "input_dir": str(input_dir),
-        "series": {
-            seq: None if folder is None else {
-                "series_instance_uid": "", "series_description": "",
-                "files": sorted(p.relative_to(input_dir).as_posix() for p in folder.rglob("*") if p.is_file()),
-            }
-            for seq, folder in series.items()
-        },
+    files = {
+        seq: None if folder is None else sorted(p.relative_to(input_dir).as_posix() for p in folder.rglob("*") if p.is_file())
+        for seq, folder in series.items()
     }
-    path = tmp / "plans" / f"{plan['case_id']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plan))
-    return path
+    return stages.write_plan(tmp / "plans" / f"sub-{subject}_ses-{session}.json", input_dir, files, subject, session)
 
 
 def convert(tmp: Path, series: dict[str, Path | None], **plan_kwargs: str) -> tuple[Path, dict]:
     plan = write_plan(tmp, series, **plan_kwargs)
     out = tmp / "out"
     result_json = out / "work" / "cases" / plan.stem / "bids.json"
-    convert_case(plan, out, result_json, {})
+    convert_case(plan, out, result_json, BidsSettings())
     return out, json.loads(result_json.read_text())
 
 
@@ -365,17 +352,14 @@ def test_hostile_labels_cannot_escape_output_folder(tmp_path: Path, subject: str
 
 
 def test_plan_files_outside_input_dir_are_refused(tmp_path: Path) -> None:
-    plan = write_plan(tmp_path, {"T1C": None})
-    payload = json.loads(plan.read_text())
-    payload["series"]["T1C"] = {"files": ["../../etc/passwd"]}
-    plan.write_text(json.dumps(payload))
-    convert_case(plan, tmp_path / "out", tmp_path / "out" / "bids.json", {})
+    plan = stages.write_plan(tmp_path / "plan.json", tmp_path / "input", {"T1C": ["../../etc/passwd"]})
+    convert_case(plan, tmp_path / "out", tmp_path / "out" / "bids.json", BidsSettings())
     result = json.loads((tmp_path / "out" / "bids.json").read_text())
     assert result["status"] == "excluded" and "not inside the input folder" in result["status_reason"]
 
 
 def test_labels_and_paths() -> None:
-    assert to_label("17/06-922_010 ") == "1706922010"
+    assert sanitize_label("17/06-922_010 ") == "1706922010"
     assert case_id("1706922010", "01") == "sub-1706922010_ses-01"
     paths = bids_paths("1706922010", "01")
     stem = "sub-1706922010_ses-01"
@@ -395,13 +379,20 @@ def test_labels_and_paths() -> None:
 def test_dataset_files(tmp_path: Path) -> None:
     results = []
     cases = [("A1", "01", "M", 70.0), ("A1", "02", "M", 71.0), ("B2", "01", "F", None), ("C3", "01", None, 50.0)]
+    image = ImageRecord("x.nii.gz", "x.json", "1.2", (2, 2, 2), tuple(tuple(map(float, r)) for r in np.eye(4)),
+                        (0.0, 1.0), 1.0, False, (), None)  # fmt: skip
+
+    def result(subject: str, session: str, status: str, participant: Participant) -> BidsResult:
+        return BidsResult(SCHEMA_VERSION, f"sub-{subject}_ses-{session}", subject, session, status,  # type: ignore[arg-type]
+                          None if status == "ok" else "excluded", (), (), {"T1C": image} if status == "ok" else {},
+                          participant)  # fmt: skip
+
     for subject, session, sex, age in cases:
         path = tmp_path / f"{subject}{session}.json"
-        path.write_text(json.dumps({"case_id": f"sub-{subject}_ses-{session}", "status": "ok", "flags": [],
-                                    "images": {"T1C": {}}, "participant": {"sex": sex, "age_years": age}}))
+        result(subject, session, "ok", Participant(sex, age)).write(path)
         results.append(path)
     excluded = tmp_path / "x.json"
-    excluded.write_text(json.dumps({"case_id": "sub-D4_ses-01", "status": "excluded", "images": {}}))
+    result("D4", "01", "excluded", Participant("F", 40.0)).write(excluded)
     write_dataset_files(results + [excluded], tmp_path / "out")
     bids = tmp_path / "out" / "bids"
     lines = (bids / "participants.tsv").read_text().splitlines()
@@ -461,17 +452,12 @@ def synth_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, 
     root = tmp_path_factory.mktemp("synth")
     truth = synth.generate_cohort(root / "cohort", n_cases=len(SYNTH_OPTIONS), seed=11, case_options=SYNTH_OPTIONS)
     out = root / "out"
+    plans = stages.match_plans(root / "cohort" / "dicom", root / "match")  # the match stage's real plans
     results = {}
     for case in truth["cases"]:
-        subject, session = to_label(case["patient_id"]), f"{case['study_index'] + 1:02d}"
-        plan = {"case_id": case_id(subject, session), "subject": subject, "session": session,
-                "input_dir": str(root / "cohort" / "dicom"),
-                "series": {role: None if info is None else {"files": [f for f in info["files"] if f]}
-                           for role, info in case["series"].items()}}
-        plan_path = root / f"{plan['case_id']}.json"
-        plan_path.write_text(json.dumps(plan))
-        result_path = out / "work" / "cases" / plan["case_id"] / "bids.json"
-        convert_case(plan_path, out, result_path, {})
+        case_key = stages.truth_case_id(case)
+        result_path = out / "work" / "cases" / case_key / "bids.json"
+        convert_case(plans[case_key], out, result_path, BidsSettings())
         results[case["case_index"]] = json.loads(result_path.read_text())
     return root, truth, out, results
 
@@ -561,7 +547,7 @@ def test_synthetic_dataset_files(synth_cohort) -> None:
     _, truth, out, results = synth_cohort
     write_dataset_files(sorted((out / "work" / "cases").glob("*/bids.json")), out)
     rows = (out / "bids" / "participants.tsv").read_text().splitlines()[1:]
-    expected = sorted(f"sub-{to_label(c['patient_id'])}\t{c['patient_sex']}\t{int(c['patient_age'][:3])}"
+    expected = sorted(f"sub-{sanitize_label(c['patient_id'])}\t{c['patient_sex']}\t{int(c['patient_age'][:3])}"
                       for c in truth["cases"])
     assert rows == expected
     for result in results.values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -12,9 +13,32 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from metsprep import catalog
-
-VOCABULARY = Path(__file__).parents[1] / "config" / "location_vocabulary.yaml"
+from metsprep.catalog.case import catalog_case
+from metsprep.catalog.dictionary import data_dictionary
+from metsprep.catalog.lesion_features import lesion_geometry, normal_appearing_brain, to_lps
+from metsprep.catalog.merge import build_catalog
+from metsprep.catalog.schemas import config_digest
+from metsprep.contracts import (
+    SCHEMA_VERSION,
+    BidsResult,
+    CasePlan,
+    CaseSummary,
+    ImageRecord,
+    Participant,
+    RegisterResult,
+    RegistrationRecord,
+    RtssOutputs,
+    RtssPlan,
+    RtssResult,
+    SeriesPlan,
+)
+from metsprep.frames import RAS_FROM_LPS
+from metsprep.match import CASE_COLUMNS as MATCH_CASE_COLUMNS
+from metsprep.match import SERIES_COLUMNS as MATCH_SERIES_COLUMNS
+from metsprep.scan import SCHEMA as INVENTORY_SCHEMA
+from metsprep.rtss import ROI_COLUMNS
+from metsprep.rtss import _write_table as write_roi_table
+from metsprep.settings import LocationSettings
 CONTRACT = {
     "series": ["case_id", "patient_id", "study_instance_uid", "series_instance_uid", "modality", "series_description",
                "sequence", "sequence_source", "n_instances", "rows", "columns", "pixel_spacing_row_mm",
@@ -41,7 +65,7 @@ def test_sphere_diameters(spacing):
     radius = 8.0
     ijk = sphere_voxels(radius, spacing)
     lps_from_ijk = np.diag([*spacing, 1.0])
-    feats = catalog.lesion_geometry(ijk, lps_from_ijk)
+    feats = lesion_geometry(ijk, lps_from_ijk)
     voxel_diagonal = float(np.linalg.norm(spacing))
     assert feats["equivalent_diameter_mm"] == pytest.approx(2 * radius, abs=max(spacing))
     assert 2 * radius - voxel_diagonal <= feats["max_diameter_mm"] <= 2 * radius + 1e-9
@@ -59,13 +83,13 @@ def test_diameters_follow_the_affine_and_obliquity():
     lps_from_ijk = np.eye(4)
     lps_from_ijk[:3, :3] = rotation @ np.diag([0.9, 0.9, 2.0])
     lps_from_ijk[:3, 3] = [10.0, -20.0, 30.0]
-    feats = catalog.lesion_geometry(ijk, lps_from_ijk)
+    feats = lesion_geometry(ijk, lps_from_ijk)
     assert feats["max_diameter_mm"] == pytest.approx(40.0)
     assert feats["longest_axial_diameter_mm"] == pytest.approx(0.0)
     assert not feats["rano_measurable"]
     # an in-plane 12 x 1 voxel bar on 2 slices: 11 * 0.9 mm in plane
     bar = np.array([[i, 0, k] for i in range(12) for k in (3, 4)])
-    feats = catalog.lesion_geometry(bar, lps_from_ijk)
+    feats = lesion_geometry(bar, lps_from_ijk)
     assert feats["longest_axial_diameter_mm"] == pytest.approx(11 * 0.9)
     assert feats["rano_measurable"] is False  # 9.9 mm < 10 mm
 
@@ -74,7 +98,7 @@ def test_bounding_box_and_centroid():
     ijk = np.array([[2, 3, 4], [5, 3, 4], [2, 7, 6]])
     lps_from_ijk = np.diag([-1.0, 2.0, 3.0, 1.0])
     lps_from_ijk[:3, 3] = [100.0, 0.0, -10.0]
-    feats = catalog.lesion_geometry(ijk, lps_from_ijk)
+    feats = lesion_geometry(ijk, lps_from_ijk)
     assert (feats["bbox_i_min"], feats["bbox_i_max"], feats["bbox_j_min"], feats["bbox_j_max"]) == (2, 5, 3, 7)
     assert (feats["bbox_k_min"], feats["bbox_k_max"]) == (4, 6)
     assert feats["bbox_lps_x_min_mm"] == pytest.approx(95.0) and feats["bbox_lps_x_max_mm"] == pytest.approx(98.0)
@@ -97,7 +121,7 @@ def test_enhancement_ratio_on_constructed_image():
     t1c[lesion] = 300.0
     rim = (np.linalg.norm(idx - np.array([8, 0, 0]), axis=-1) <= 7) & ~lesion
     t1c[rim] = 50.0  # oedema around the lesion must not enter the reference either
-    nab = catalog.normal_appearing_brain(t1c, head, lesion, lps)
+    nab = normal_appearing_brain(t1c, head, lesion, lps)
     assert nab.any() and np.all(t1c[nab] == 100.0)
     assert not (nab & lesion).any()
     assert t1c[lesion].mean() / t1c[nab].mean() == pytest.approx(3.0)
@@ -119,9 +143,9 @@ def make_case(root: Path, case_id: str = "sub-01_ses-01", *, with_t2: bool = Tru
     shape = (96, 96, 40)
     lps_from_ijk = np.diag([1.0, 1.0, 2.0, 1.0])
     lps_from_ijk[:3, 3] = [-48.0, -48.0, -40.0]
-    ras_from_ijk = catalog.RAS_FROM_LPS @ lps_from_ijk
+    ras_from_ijk = RAS_FROM_LPS @ lps_from_ijk
     ijk = np.indices(shape).reshape(3, -1).T
-    lps = catalog.to_lps(ijk, lps_from_ijk).reshape(*shape, 3)
+    lps = to_lps(ijk, lps_from_ijk).reshape(*shape, 3)
     centre = np.array([head_shift_mm, 3.0, 0.0])
     radii = np.array([30.0, 38.0, 34.0])
     head = (((lps - centre) / radii) ** 2).sum(-1) <= 1
@@ -153,46 +177,61 @@ def make_case(root: Path, case_id: str = "sub-01_ses-01", *, with_t2: bool = Tru
         _save(root / paths["t2_in"], t2, ras_from_ijk)
     work = root / "work" / "cases" / case_id
     work.mkdir(parents=True, exist_ok=True)
-    plan = {"case_id": case_id, "subject": subject, "session": session, "patient_id": f"P{subject}",
-            "study_instance_uid": f"1.2.3.{subject}", "series": {"T1C": {"series_instance_uid": f"1.2.3.{subject}.1"}},
-            "rtss": {"file": "rtss.dcm", "sop_instance_uid": f"1.2.3.{subject}.9"}, "flags": ["rtss_matched_by_frame"]}  # fmt: skip
-    images = {"T1C": {"nifti": paths["t1c"], "series_instance_uid": f"1.2.3.{subject}.1"}}
+    # the stage results through their contracts (a producer that changes its output breaks this)
+    plan = CasePlan(SCHEMA_VERSION, case_id, subject, session, f"P{subject}", f"1.2.3.{subject}", str(root / "input"),
+                    {"T1C": SeriesPlan(f"1.2.3.{subject}.1", "T1 +C", ("a.dcm",), "description", ()), "T1": None,
+                     "T2": SeriesPlan(f"1.2.3.{subject}.3", "T2", ("b.dcm",), "description", ()) if with_t2 else None},
+                    RtssPlan("rtss.dcm", f"1.2.3.{subject}.9", "sop_uid"), ("rtss_matched_by_frame",))  # fmt: skip
+    ras = tuple(tuple(float(v) for v in row) for row in ras_from_ijk)
+    positions = tuple(2.0 * k - 40.0 for k in range(shape[2]))
+
+    def record(nifti: str, uid: str) -> ImageRecord:
+        return ImageRecord(nifti, nifti.replace(".nii.gz", ".json"), uid, shape, ras, positions, 2.0, False, (), None)
+
+    images = {"T1C": record(paths["t1c"], f"1.2.3.{subject}.1")}
     if with_t2:
-        images["T2"] = {"nifti": paths["t2"], "series_instance_uid": f"1.2.3.{subject}.3"}
-    bids = {"case_id": case_id, "status": "ok", "status_reason": None, "flags": [], "images": images,
-            "participant": {"sex": "F", "age_years": 61.0}}  # fmt: skip
-    outputs = {"lesion_labels_nifti": paths["labels"], "lesion_mask_nifti": paths["mask"]}
-    if with_head:
-        outputs["head_mask_nifti"] = paths["head"]
-    rtss = {"case_id": case_id, "status": "ok", "status_reason": None, "flags": [], "outputs": outputs}
-    register = {"case_id": case_id, "status": "ok", "status_reason": None, "flags": [], "registrations": {"T1": None}}
+        images["T2"] = record(paths["t2"], f"1.2.3.{subject}.3")
+    bids = BidsResult(SCHEMA_VERSION, case_id, subject, session, "ok", None, (), (), images, Participant("F", 61.0))
+    derivative = paths["labels"].replace("_desc-lesions_dseg.nii.gz", "")
+    outputs = RtssOutputs(paths["labels"], derivative + "_desc-lesions_dseg.json", derivative + "_desc-lesions_dseg.tsv",
+                          paths["mask"], derivative + "_desc-lesions_mask.json",
+                          paths["head"] if with_head else None, derivative + "_desc-head_mask.json" if with_head else None)  # fmt: skip
+    rtss = RtssResult(SCHEMA_VERSION, case_id, "ok", None, (), "rule", "rule", "rule", (), outputs)
+    t2 = None
     if with_t2:
-        register["T2"] = {"metric_before": -0.3, "metric_after": -0.6, "iterations": 40, "stop_condition": "converged",
-                          "rotation_deg": {"x": 1, "y": 0, "z": 0, "total": 1.0}, "translation_mm": {"vector": [1, 2, 2], "norm": 3.0},
-                          "flag": None, "transform": "t2.tfm", "image": paths["t2_in"], "missing": False}  # fmt: skip
+        t2 = RegistrationRecord(
+            missing=False, reason=None, flag=None, transform="t2.tfm", image=paths["t2_in"], sidecar="t2.json",
+            metric="MattesMutualInformation", metric_before=-0.3, metric_after=-0.6, iterations=40,
+            iterations_per_level=(20, 20), stop_condition="converged", converged=True, rotation_deg=1.0,
+            rotation_xyz_deg=(1.0, 0.0, 0.0), translation_mm=3.0, translation_xyz_mm=(1.0, 2.0, 2.0),
+            center_lps=(0.0, 0.0, 0.0), seconds=1.0,
+        )  # fmt: skip
+    register = RegisterResult(SCHEMA_VERSION, case_id, "ok", None, (), {"T1": None, "T2": t2})
     rois = [
-        {"roi_number": 1, "roi_name": "*Skull", "label": None, "is_lesion": False, "contour_volume_mm3": 1.0e6},
+        {"roi_number": 1, "roi_name": "*Skull", "label": None, "is_lesion": False, "contour_volume_mm3": 1.0e6, "n_contours": 40},
         {"roi_number": 3, "roi_name": "R_front", "label": 1, "is_lesion": True, "contour_volume_mm3": 900.0, "n_contours": 6},
         {"roi_number": 2, "roi_name": "met 2", "label": 2, "is_lesion": True, "contour_volume_mm3": 270.0, "n_contours": 4},
     ]  # fmt: skip
+    for row in rois:
+        row.update(n_contours_used=row["n_contours"], status="ok", generation_algorithm="MANUAL", n_slices=3,
+                   voxel_count=0, raster_voxel_count=0, overlap_voxel_count=0, volume_mm3=0.0)  # fmt: skip
     if not lesions:
         rois = rois[:1]
     files = {"plan": work / "plan.json", "bids": work / "bids.json", "rtss": work / "rtss.json", "register": work / "register.json",
              "rois": work / "rois.parquet", "lesions": work / "lesions.parquet", "case": work / "case.json"}  # fmt: skip
-    for key, payload in (("plan", plan), ("bids", bids), ("rtss", rtss), ("register", register)):
-        files[key].write_text(json.dumps(payload))
-    pd.DataFrame(rois, columns=["roi_number", "roi_name", "label", "is_lesion", "contour_volume_mm3", "n_contours"]).astype(
-        {"label": "Int64"}).to_parquet(files["rois"])  # fmt: skip
+    for key, result in (("plan", plan), ("bids", bids), ("rtss", rtss), ("register", register)):
+        result.write(files[key])
+    write_roi_table(rois, ROI_COLUMNS, files["rois"])  # the rtss stage's own table writer
     return files
 
 
 def run_case(root: Path, files: dict[str, Path]) -> tuple[dict, pd.DataFrame]:
-    catalog.catalog_case(
+    catalog_case(
         plan_json=files["plan"], bids_json=files["bids"], rtss_json=files["rtss"], rois_parquet=files["rois"],
-        register_json=files["register"], vocabulary_yaml=VOCABULARY, output_dir=root,
+        register_json=files["register"], settings=LocationSettings(), output_dir=root,
         out_lesions=files["lesions"], out_case=files["case"],
     )  # fmt: skip
-    return json.loads(files["case"].read_text()), pd.read_parquet(files["lesions"])
+    return CaseSummary.read(files["case"]).row, pd.read_parquet(files["lesions"])
 
 
 def test_catalog_case_constructed(tmp_path):
@@ -229,32 +268,37 @@ def test_catalog_case_excluded_and_empty(tmp_path):
     assert case["status"] == "ok" and case["n_lesions"] == 0 and len(lesions) == 0
     assert case["midsagittal_source"] == "t1c_foreground"
     assert set(CONTRACT["lesions"]) <= set(lesions.columns)
-    rtss = json.loads(files["rtss"].read_text())
-    rtss.update(status="excluded", status_reason="the RT Structure Set references another frame of reference")
-    files["rtss"].write_text(json.dumps(rtss))
+    rtss = RtssResult.read(files["rtss"])
+    replace(rtss, status="excluded", status_reason="the RT Structure Set references another frame of reference",
+            outputs=None).write(files["rtss"])  # fmt: skip
     case, lesions = run_case(tmp_path, files)
     assert case["status"] == "excluded" and case["excluded_at"] == "rtss"
     assert case["status_reason"].startswith("the RT Structure Set")
     assert len(lesions) == 0
 
 
-def _write_match_tables(root: Path) -> tuple[Path, Path]:
+def _write_match_tables(root: Path, extra_column: bool = False) -> tuple[Path, Path]:
+    """The match stage's tables, with exactly its columns (match.SERIES_COLUMNS / CASE_COLUMNS)."""
     series = pd.DataFrame([
         {"case_id": "sub-01_ses-01", "patient_id": "P01", "study_instance_uid": "1.2.3.01", "series_instance_uid": "1.2.3.01.1",
          "modality": "MR", "series_description": "T1 +C", "sequence": "T1C", "sequence_source": "description", "n_instances": 40,
          "rows": 96, "columns": 96, "pixel_spacing_row_mm": 1.0, "pixel_spacing_col_mm": 1.0, "slice_thickness_mm": 2.0,
-         "slice_spacing_mm": 2.0, "extra_note": "x"},
+         "slice_spacing_mm": 2.0},
         {"case_id": None, "patient_id": "P09", "study_instance_uid": "1.2.3.09", "series_instance_uid": "1.2.3.09.1",
          "modality": "MR", "series_description": "loc", "sequence": "OTHER", "sequence_source": "description", "n_instances": 3,
          "rows": 256, "columns": 256, "pixel_spacing_row_mm": 1.0, "pixel_spacing_col_mm": 1.0, "slice_thickness_mm": 5.0,
-         "slice_spacing_mm": None, "extra_note": None},
+         "slice_spacing_mm": None},
     ])  # fmt: skip
     cases = pd.DataFrame([
         {"case_id": "sub-01_ses-01", "patient_id": "P01", "study_instance_uid": "1.2.3.01", "session": "01", "status": "ok", "status_reason": None},
         {"case_id": "sub-09_ses-01", "patient_id": "P09", "study_instance_uid": "1.2.3.09", "session": "01", "status": "excluded",
          "status_reason": "the study has no T1 post-contrast series"},
     ])  # fmt: skip
+    series = series.reindex(columns=MATCH_SERIES_COLUMNS + (["extra_note"] if extra_column else []))
+    cases = cases.reindex(columns=MATCH_CASE_COLUMNS)
     (root / "work" / "match").mkdir(parents=True, exist_ok=True)
+    (root / "catalog").mkdir(parents=True, exist_ok=True)
+    pq.write_table(INVENTORY_SCHEMA.empty_table(), root / "catalog" / "inventory.parquet")
     series.to_parquet(root / "work/match/series.parquet")
     cases.to_parquet(root / "work/match/cases.parquet")
     return root / "work/match/series.parquet", root / "work/match/cases.parquet"
@@ -262,11 +306,11 @@ def _write_match_tables(root: Path) -> tuple[Path, Path]:
 
 def build(root: Path, files: dict[str, Path], config: dict | None = None) -> dict[str, Path]:
     series, cases = _write_match_tables(root)
-    out = {name: root / "catalog" / f"{name}.parquet" for name in ("series", "cases", "lesions")}
+    out = {name: root / "catalog" / f"{name}.parquet" for name in ("inventory", "series", "cases", "lesions")}
     out["dictionary"] = root / "catalog" / "README.md"
-    catalog.build_catalog(
+    build_catalog(
         inventory_parquet=root / "catalog" / "inventory.parquet", match_series_parquet=series, match_cases_parquet=cases,
-        case_jsons=[files["case"]], lesion_parquets=[files["lesions"]], output_dir=root, out_series=out["series"],
+        case_jsons=[files["case"]], lesion_parquets=[files["lesions"]], out_series=out["series"],
         out_cases=out["cases"], out_lesions=out["lesions"], out_dictionary=out["dictionary"], config=config or {"seed": 1},
     )  # fmt: skip
     return out
@@ -282,7 +326,7 @@ def test_build_catalog_schema_and_dictionary(tmp_path):
         for f in schema:
             assert f.metadata and f.metadata.get(b"description"), (table, f.name)
         meta = schema.metadata
-        assert meta[b"config_sha256"].decode() == catalog.config_digest({"a": [1, 2], "b": 1})
+        assert meta[b"config_sha256"].decode() == config_digest({"a": [1, 2], "b": 1})
         assert meta[b"metsprep_version"] and meta[b"created_by"]
         assert len(pd.read_parquet(out[table])) >= 1
     assert pq.read_schema(out["lesions"]).field("volume_mm3").metadata[b"unit"] == b"mm3"
@@ -293,9 +337,23 @@ def test_build_catalog_schema_and_dictionary(tmp_path):
     assert list(series["case_id"].isna()) == [False, True]  # nulls last
     assert series.loc[0, "nifti"].endswith("_ce-gadolinium_T1w.nii.gz") and pd.isna(series.loc[1, "nifti"])
     # the dictionary is exactly what the written schemas generate
-    schemas = {t: pq.read_schema(out[t]) for t in ("series", "cases", "lesions")}
-    assert out["dictionary"].read_text() == catalog.data_dictionary(schemas)
-    assert "`extra_note`" in out["dictionary"].read_text()
+    schemas = {t: pq.read_schema(out[t]) for t in ("inventory", "series", "cases", "lesions")}
+    assert out["dictionary"].read_text() == data_dictionary(schemas)
+    assert "| `sequence_rule` | string |" in out["dictionary"].read_text()
+
+
+def test_build_catalog_refuses_an_undeclared_column(tmp_path):
+    files = make_case(tmp_path)
+    run_case(tmp_path, files)
+    _write_match_tables(tmp_path, extra_column=True)
+    with pytest.raises(ValueError, match="extra_note"):
+        build_catalog(
+            inventory_parquet=tmp_path / "catalog" / "inventory.parquet",
+            match_series_parquet=tmp_path / "work/match/series.parquet",
+            match_cases_parquet=tmp_path / "work/match/cases.parquet", case_jsons=[files["case"]],
+            lesion_parquets=[files["lesions"]], out_series=tmp_path / "s.parquet", out_cases=tmp_path / "c.parquet",
+            out_lesions=tmp_path / "l.parquet", out_dictionary=tmp_path / "README.md", config={},
+        )  # fmt: skip
 
 
 def test_catalog_readable_by_pyarrow_dataset_and_pandas(tmp_path):

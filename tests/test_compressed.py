@@ -19,7 +19,10 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, RLELossless
 
-from metsprep.bids import case_id, convert_case, to_label
+import stages
+from metsprep.bids import convert_case
+from metsprep.match import sanitize_label
+from metsprep.settings import BidsSettings
 from test_bids import assert_same_image_in_world, run_dcm2niix
 
 gdcm = pytest.importorskip(
@@ -85,15 +88,11 @@ def transcode(source: Path, target: Path, transfer_syntax: str) -> None:
 
 
 def convert_t1c(case: dict, input_dir: Path, out: Path) -> tuple[dict, nib.Nifti1Image]:
-    subject, session = to_label(case["patient_id"]), f"{case['study_index'] + 1:02d}"
-    plan = {"case_id": case_id(subject, session), "subject": subject, "session": session,
-            "input_dir": str(input_dir),
-            "series": {"T1C": {"files": case["series"]["T1C"]["files"]}, "T1": None, "T2": None}}
-    plan_path = out / "plan.json"
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
-    plan_path.write_text(json.dumps(plan))
+    subject, session = sanitize_label(case["patient_id"]), f"{case['study_index'] + 1:02d}"
+    plan_path = stages.write_plan(out / "plan.json", input_dir, {"T1C": [f for f in case["series"]["T1C"]["files"] if f]},
+                                  subject, session)
     result_path = out / "work" / "bids.json"
-    convert_case(plan_path, out, result_path, {})
+    convert_case(plan_path, out, result_path, BidsSettings())
     result = json.loads(result_path.read_text())
     assert result["status"] == "ok", result["status_reason"]
     return result, nib.load(out / result["images"]["T1C"]["nifti"])

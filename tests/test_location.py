@@ -9,7 +9,7 @@ import pytest
 
 from metsprep import location
 
-VOCABULARY = location.read_vocabulary(Path(__file__).parents[1] / "config" / "location_vocabulary.yaml")
+VOCABULARY = location.read_vocabulary()
 
 
 @pytest.mark.parametrize(

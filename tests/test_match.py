@@ -12,14 +12,14 @@ import pytest
 import faults
 from metsprep.match import REASON_NO_RTSS, REASON_NO_T1C, run_match, sanitize_label, subject_labels
 from metsprep.scan import scan_all
+from metsprep.settings import MatchSettings
 
-RULES = Path(__file__).resolve().parents[1] / "config" / "sequence_rules.yaml"
 
 
 def run(dicom: Path, work: Path, **options):
     inv = work / "inventory.parquet"
     scan_all(dicom, inv)
-    run_match(inv, dicom, RULES, options, work / "series.parquet", work / "cases.parquet", work / "plans")
+    run_match(inv, dicom, MatchSettings.from_config(options), work / "series.parquet", work / "cases.parquet", work / "plans")
     series = pd.read_parquet(work / "series.parquet")
     cases = pd.read_parquet(work / "cases.parquet").set_index("case_id")
     plans = {p.stem: json.loads(p.read_text()) for p in sorted((work / "plans").glob("*.json"))}
@@ -133,10 +133,19 @@ def test_all_referenced_images_missing_excludes_with_reason(cohort, tmp_path):
     assert cases.loc["sub-P001_ses-01", "status"] == "ok" and "sub-P001_ses-01" in plans
 
 
-def test_some_referenced_images_missing_from_the_t1c_excludes(cohort, tmp_path):
+def test_one_missing_referenced_t1c_slice_is_kept_for_interpolation(cohort, tmp_path):
     dicom, studies = cohort
     faults.delete_referenced_images(dicom, studies["later"].rtss_path, count=1)
-    _, cases, _ = run(dicom, tmp_path / "w")
+    _, cases, plans = run(dicom, tmp_path / "w")
+    case = cases.loc["sub-P001_ses-02"]
+    assert case.status == "ok" and "rtss_references_missing_images" in case["flags"]
+    assert "t1c_missing_slices" in case["flags"] and "sub-P001_ses-02" in plans
+
+
+def test_missing_referenced_t1c_slices_beyond_interpolation_exclude(cohort, tmp_path):
+    dicom, studies = cohort
+    faults.delete_referenced_images(dicom, studies["later"].rtss_path, count=1)
+    _, cases, _ = run(dicom, tmp_path / "w", max_missing_run=0)
     case = cases.loc["sub-P001_ses-02"]
     assert case.status == "excluded" and "1 of the 2 images" in case.status_reason
 
@@ -185,10 +194,14 @@ def test_rtss_on_a_non_t1_series_gives_no_t1c(tmp_path):
     assert case.status_reason.startswith(REASON_NO_T1C) and "AX T2 FLAIR" in case.status_reason
 
 
-def test_second_t1c_prefers_the_rtss_referenced_series(cohort, tmp_path):
+@pytest.mark.parametrize("order", ["copy_first", "copy_last"])
+def test_second_t1c_prefers_the_rtss_referenced_series(cohort, tmp_path, order):
+    """Run in both UID, series-number and folder orders: the choice must not be chance."""
     dicom, studies = cohort
     later = studies["later"]
-    faults.add_copy_of_series(dicom, later.series["T1C"].uid, "extra_t1c", series_number=9)
+    first = order == "copy_first"
+    faults.add_copy_of_series(dicom, later.series["T1C"].uid, "0_extra_t1c" if first else "zz_extra_t1c",
+                              series_number=1 if first else 99, new_uid="1.2.0.1" if first else "9.9.9.1")
     series, cases, plans = run(dicom, tmp_path / "w")
     assert cases.loc["sub-P001_ses-02", "status"] == "ok"
     chosen = series[(series.case_id == "sub-P001_ses-02") & (series.role == "T1C")]

@@ -40,10 +40,14 @@ def _run_layout(
     truth = generate_cohort(root / "cohort", n_cases, seed, layout=layout, case_options=case_options)
     input_dir = root / "cohort" / "dicom"
     if add_faults:  # what real exports carry; none of it may cost a case
-        from faults import add_dicomdir, add_junk_files, truncate_file
+        from faults import add_copy_of_series, add_dicomdir, add_junk_files, truncate_file
 
         add_junk_files(input_dir)
         add_dicomdir(input_dir)
+        # a second T1W+C series in case 2, first in UID, series-number and folder order:
+        # the RTSS-referenced one must still be chosen
+        add_copy_of_series(input_dir, truth["cases"][2]["series"]["T1C"]["series_instance_uid"], "0_second_t1c",
+                           series_number=1, new_uid="1.2.0.7")  # fmt: skip
         t2_files = truth["cases"][0]["series"]["T2"]["files"]
         truncate_file(input_dir / t2_files[len(t2_files) // 2], keep_fraction=0.6)
     before = sorted((p.relative_to(input_dir), p.stat().st_mtime_ns) for p in input_dir.rglob("*"))
@@ -115,6 +119,16 @@ def test_junk_dicomdir_and_truncated_files_are_listed_unreadable_with_reasons(ne
     t2_files = truth_cases(nested_run)[0]["series"]["T2"]["files"]
     truncated = inventory.loc[t2_files[len(t2_files) // 2]]
     assert not truncated["readable"] and "truncated" in truncated["reason"].lower()
+
+
+def test_case_with_two_t1c_series_uses_the_referenced_one(nested_run):
+    truth_case = truth_cases(nested_run)[2]
+    row = case_row(nested_run, truth_case)
+    assert row["status"] == "ok"
+    assert row["t1c_series_instance_uid"] == truth_case["series"]["T1C"]["series_instance_uid"]
+    study = nested_run.series[nested_run.series["study_instance_uid"] == truth_case["study_instance_uid"]]
+    assert sorted(study.loc[study["sequence"] == "T1C", "series_instance_uid"]) == sorted(
+        ["1.2.0.7", truth_case["series"]["T1C"]["series_instance_uid"]])
 
 
 def test_excluded_case_says_why(nested_run):

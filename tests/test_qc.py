@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -11,6 +11,8 @@ import numpy as np
 from test_catalog import build, make_case, run_case
 
 from metsprep import qc
+from metsprep.catalog.merge import build_catalog
+from metsprep.contracts import BidsResult, CaseSummary
 
 
 class _Links(HTMLParser):
@@ -46,24 +48,22 @@ def test_case_figures_and_report(tmp_path):
     files = make_case(tmp_path)
     run_case(tmp_path, files)
     excluded = make_case(tmp_path, "sub-02_ses-01", with_t2=False)
-    bids = json.loads(excluded["bids"].read_text())
-    bids.update(status="excluded", status_reason="the T1C series has 3 missing slices in a row")
-    excluded["bids"].write_text(json.dumps(bids))
+    bids = BidsResult.read(excluded["bids"])
+    replace(bids, status="excluded", status_reason="the T1C series has 3 missing slices in a row", images={}).write(
+        excluded["bids"])  # fmt: skip
     run_case(tmp_path, excluded)
     figures = tmp_path / "qc" / "figures"
     for f in (files, excluded):
-        cid = json.loads(f["case"].read_text())["case_id"]
+        cid = CaseSummary.read(f["case"]).case_id
         qc.case_figures(case_json=f["case"], lesions_parquet=f["lesions"], output_dir=tmp_path,
                         out_lesions_png=figures / f"{cid}_lesions.png", out_registration_png=figures / f"{cid}_registration.png")  # fmt: skip
         assert _is_png(figures / f"{cid}_lesions.png") and _is_png(figures / f"{cid}_registration.png")
     out = build(tmp_path, files)
     # add the second case to the catalog too
-    from metsprep import catalog
-
-    catalog.build_catalog(
-        inventory_parquet=tmp_path / "none.parquet", match_series_parquet=tmp_path / "work/match/series.parquet",
+    build_catalog(
+        inventory_parquet=out["inventory"], match_series_parquet=tmp_path / "work/match/series.parquet",
         match_cases_parquet=tmp_path / "work/match/cases.parquet", case_jsons=[files["case"], excluded["case"]],
-        lesion_parquets=[files["lesions"], excluded["lesions"]], output_dir=tmp_path, out_series=out["series"],
+        lesion_parquets=[files["lesions"], excluded["lesions"]], out_series=out["series"],
         out_cases=out["cases"], out_lesions=out["lesions"], out_dictionary=out["dictionary"], config={},
     )  # fmt: skip
     html_path = tmp_path / "qc" / "index.html"

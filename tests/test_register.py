@@ -15,9 +15,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from metsprep.register import RegistrationSettings, register_case, register_pair
+from metsprep.contracts import SCHEMA_VERSION, BidsResult, ImageRecord, Participant
+from metsprep.frames import RAS_FROM_LPS
+from metsprep.layout import bids_paths, split_case_id
+from metsprep.register import register_case, register_pair
+from metsprep.settings import RegistrationSettings
 
-SETTINGS: dict = {}  # the defaults, i.e. what the pipeline runs
+SETTINGS = RegistrationSettings()  # the defaults, i.e. what the pipeline runs
 N_CASES = 2
 
 
@@ -59,24 +63,39 @@ def read_series(files: list[Path], copy_dir: Path) -> sitk.Image:
     return reader.Execute()
 
 
+def image_record(image: sitk.Image, relative: str) -> ImageRecord:
+    """The bids stage's record of an image, from the ITK image's own geometry."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    lps_from_ijk = np.eye(4)
+    lps_from_ijk[:3, :3] = direction * np.array(image.GetSpacing())
+    lps_from_ijk[:3, 3] = image.GetOrigin()
+    ras = RAS_FROM_LPS @ lps_from_ijk
+    size = image.GetSize()
+    return ImageRecord(relative, relative.replace(".nii.gz", ".json"), None, (size[0], size[1], size[2]),
+                       tuple(tuple(float(v) for v in row) for row in ras),
+                       tuple(float(k) * image.GetSpacing()[2] for k in range(size[2])), image.GetSpacing()[2],
+                       False, (), None)  # fmt: skip
+
+
+def write_bids_result(path: Path, case_id: str, images: dict[str, ImageRecord], status: str = "ok",
+                      reason: str | None = None) -> Path:
+    subject, session = split_case_id(case_id)
+    BidsResult(SCHEMA_VERSION, case_id, subject, session, status, reason, (), (), images,  # type: ignore[arg-type]
+               Participant(None, None)).write(path)  # fmt: skip
+    return path
+
+
 def write_case(output_dir: Path, case_id: str, images: dict[str, sitk.Image]) -> Path:
-    """NIfTI images + a minimal bids.json as the bids stage would leave them."""
-    subject, session = (part.split("-", 1)[1] for part in case_id.split("_"))
-    anat = output_dir / f"bids/sub-{subject}/ses-{session}/anat"
-    anat.mkdir(parents=True, exist_ok=True)
-    suffix = {"T1C": "ce-gadolinium_T1w", "T1": "T1w", "T2": "T2w"}
-    entries = {}
+    """NIfTI images + the bids.json the bids stage would leave for them."""
+    subject, session = split_case_id(case_id)
+    paths = bids_paths(subject, session)
+    records = {}
     for sequence, image in images.items():
-        relative = f"bids/sub-{subject}/ses-{session}/anat/{case_id}_{suffix[sequence]}.nii.gz"
+        relative = paths.raw[sequence]
+        (output_dir / relative).parent.mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(image, str(output_dir / relative))
-        entries[sequence] = {"nifti": relative}
-    bids_json = output_dir / "work/cases" / case_id / "bids.json"
-    bids_json.parent.mkdir(parents=True, exist_ok=True)
-    bids_json.write_text(json.dumps({
-        "case_id": case_id, "subject": subject, "session": session,
-        "status": "ok", "status_reason": None, "flags": [], "images": entries,
-    }))
-    return bids_json
+        records[sequence] = image_record(image, relative)
+    return write_bids_result(output_dir / "work/cases" / case_id / "bids.json", case_id, records)
 
 
 def _synth_cases(root: Path) -> list[dict]:
@@ -125,7 +144,7 @@ def test_tre_of_written_transform_is_sub_millimetre(registered, sequence):
     for case in cases:
         result = json.loads(case["register_json"].read_text())
         assert result["status"] == "ok"
-        qc = result[sequence]
+        qc = result["registrations"][sequence]
         transform = sitk.ReadTransform(str(output_dir / qc["transform"]))
         errors = tre_mm(transform, case["truth"][sequence], case["points"])
         identity_errors = tre_mm(sitk.Transform(3, sitk.sitkIdentity), case["truth"][sequence],
@@ -140,7 +159,7 @@ def test_tre_of_written_transform_is_sub_millimetre(registered, sequence):
         # Reported motion agrees with the truth's displacement at the rotation centre.
         centre = tuple(qc["center_lps"])
         truth_shift = np.subtract(case["truth"][sequence].TransformPoint(centre), centre)
-        assert np.allclose(qc["translation_mm"]["vector"], truth_shift, atol=0.5)
+        assert np.allclose(qc["translation_xyz_mm"], truth_shift, atol=0.5)
 
 
 def test_derivatives_on_t1c_grid_with_sidecars(registered):
@@ -149,7 +168,7 @@ def test_derivatives_on_t1c_grid_with_sidecars(registered):
     result = json.loads(case["register_json"].read_text())
     fixed = case["images"]["T1C"]
     for sequence, suffix in (("T1", "T1w"), ("T2", "T2w")):
-        qc = result[sequence]
+        qc = result["registrations"][sequence]
         assert qc["image"].endswith(f"_space-T1wCE_{suffix}.nii.gz")
         assert qc["transform"].endswith(f"_from-{suffix}_to-T1wCE_mode-image_xfm.tfm")
         assert qc["transform"].startswith("bids/derivatives/metsprep/")
@@ -190,33 +209,29 @@ def test_flag_fires_on_grossly_misplaced_image(cases):
     moving.SetDirection(np.array(tilt.GetMatrix()).reshape(3, 3).ravel().tolist())
     moving.SetOrigin(tuple(np.add(moving.GetOrigin(), (60.0, 0.0, 0.0))))
     result = register_pair(case["images"]["T1C"], moving, RegistrationSettings())
-    assert result.flags, result.qc()
-    assert result.qc()["flag"]
+    assert result.flags
+    assert result.record("x.tfm", "x.nii.gz", "x.json").flag
 
 
 def test_case_without_t2_and_failed_t1(tmp_path, cases):
     case = cases[0]
     bids_json = write_case(tmp_path, case["case_id"], {"T1C": case["images"]["T1C"],
                                                         "T1": case["images"]["T1"]})
-    payload = json.loads(bids_json.read_text())
-    payload["images"]["T1"]["nifti"] = "bids/does/not/exist_T1w.nii.gz"
-    bids_json.write_text(json.dumps(payload))
+    bids = BidsResult.read(bids_json)
+    images = {**bids.images, "T1": replace(bids.images["T1"], nifti="bids/does/not/exist_T1w.nii.gz")}
+    replace(bids, images=images).write(bids_json)
     result_json = tmp_path / "register.json"
     register_case(bids_json, tmp_path, result_json, SETTINGS)
     result = json.loads(result_json.read_text())
     assert result["status"] == "ok"
     assert result["registrations"]["T2"] is None
-    assert result["T1"]["missing"] is True
-    assert "registration failed" in result["T1"]["reason"]
+    assert result["registrations"]["T1"]["missing"] is True
+    assert "registration failed" in result["registrations"]["T1"]["reason"]
     assert "registration_failed_T1" in result["flags"]
 
 
 def test_excluded_case_passes_through(tmp_path):
-    bids_json = tmp_path / "bids.json"
-    bids_json.write_text(json.dumps({
-        "case_id": "sub-1_ses-01", "status": "excluded",
-        "status_reason": "T1C has missing slices", "flags": [], "images": {},
-    }))
+    bids_json = write_bids_result(tmp_path / "bids.json", "sub-1_ses-01", {}, "excluded", "T1C has missing slices")
     result_json = tmp_path / "register.json"
     register_case(bids_json, tmp_path, result_json, SETTINGS)
     result = json.loads(result_json.read_text())
@@ -276,18 +291,16 @@ def test_sheared_t1c_marks_registrations_missing_and_case_stays_ok(tmp_path):
         image.set_qform(None, code=0)
         image.set_sform(ras_from_ijk, code=1)
         nib.save(image, anat / f"{name}.nii.gz")
-    bids_json = tmp_path / "bids.json"
-    bids_json.write_text(json.dumps({
-        "case_id": "sub-1_ses-01", "subject": "1", "session": "01", "status": "ok", "status_reason": None,
-        "flags": [], "images": {
-            "T1C": {"nifti": "bids/sub-1/ses-01/anat/t1c.nii.gz"},
-            "T1": {"nifti": "bids/sub-1/ses-01/anat/t1.nii.gz"},
-        },
-    }))
+    ras = tuple(tuple(float(v) for v in row) for row in ras_from_ijk)
+    records = {seq: ImageRecord(f"bids/sub-1/ses-01/anat/{name}.nii.gz", "x.json", None, (20, 20, 8), ras,
+                                tuple(3.0 * k for k in range(8)), 3.0, False, (), None)
+               for seq, name in (("T1C", "t1c"), ("T1", "t1"))}  # fmt: skip
+    bids_json = write_bids_result(tmp_path / "bids.json", "sub-1_ses-01", records)
     result_json = tmp_path / "register.json"
-    register_case(bids_json, tmp_path, result_json, {})
+    register_case(bids_json, tmp_path, result_json, SETTINGS)
     result = json.loads(result_json.read_text())
     assert result["status"] == "ok"
-    assert result["T1"]["missing"] is True and "could not be opened" in result["T1"]["reason"]
+    assert result["registrations"]["T1"]["missing"] is True
+    assert "could not be opened" in result["registrations"]["T1"]["reason"]
     assert result["registrations"]["T2"] is None
     assert "registration_failed_T1" in result["flags"]

@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import stages
+from metsprep.bids import convert_case
+from metsprep.frames import RAS_FROM_LPS
 from metsprep.rtss import (
     Contour,
     Roi,
@@ -24,8 +27,7 @@ from metsprep.rtss import (
     read_rtss,
     roi_table,
 )
-
-RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+from metsprep.settings import BidsSettings, RtssSettings
 
 
 # ------------------------------------------------------------------------- references
@@ -465,29 +467,18 @@ def make_case(tmp_path: Path, lps_from_ijk: np.ndarray, shape: tuple[int, int, i
     for r in rois:  # contour uid given as slice index -> real uid
         r["contours"] = [(t, v, uids[u] if isinstance(u, int) else u) for t, v, u in r["contours"]]
     write_rtss(input_dir / "rs.dcm", rois)
-    nifti_rel = "bids/sub-01/ses-01/anat/sub-01_ses-01_ce-gadolinium_T1w.nii.gz"
-    ras_from_ijk = RAS_FROM_LPS @ lps_from_ijk
-    img = nib.Nifti1Image(np.zeros(shape, np.int16), ras_from_ijk)
-    img.set_sform(ras_from_ijk, code=1)
-    img.set_qform(ras_from_ijk, code=1)
-    (output_dir / nifti_rel).parent.mkdir(parents=True)
-    nib.save(img, output_dir / nifti_rel)
-    normal = np.cross(lps_from_ijk[:3, 0], lps_from_ijk[:3, 1])
-    normal /= np.linalg.norm(normal)
-    positions = [float(normal @ (lps_from_ijk[:3] @ np.array([0, 0, k, 1.0]))) for k in range(shape[2])]
-    plan = {"case_id": "sub-01_ses-01", "subject": "01", "session": "01", "input_dir": str(input_dir),
-            "rtss": {"file": "rs.dcm"}, "flags": []}  # fmt: skip
-    bids = {"case_id": "sub-01_ses-01", "status": "ok", "status_reason": None, "flags": [],
-            "images": {"T1C": {"nifti": nifti_rel, "shape": list(shape), "ras_from_ijk": ras_from_ijk.tolist(),
-                               "slice_sop_instance_uids": uids, "slice_positions_mm": positions}}}  # fmt: skip
-    (tmp_path / "plan.json").write_text(json.dumps(plan))
-    (tmp_path / "bids.json").write_text(json.dumps(bids))
+    # the real bids stage makes the T1C NIfTI and bids.json from the series
+    files = sorted(p.relative_to(input_dir).as_posix() for p in (input_dir / "t1c").glob("*.dcm"))
+    stages.write_plan(tmp_path / "plan.json", input_dir, {"T1C": files}, "01", "01", rtss_file="rs.dcm")
+    convert_case(tmp_path / "plan.json", output_dir, tmp_path / "bids.json", BidsSettings())
+    nifti_rel = json.loads((tmp_path / "bids.json").read_text())["images"]["T1C"]["nifti"]
+    assert nib.load(output_dir / nifti_rel).shape == shape
     return {"input_dir": input_dir, "output_dir": output_dir, "nifti": output_dir / nifti_rel, "uids": uids}
 
 
-def run_stage(tmp_path: Path, options: dict | None = None) -> dict:
+def run_stage(tmp_path: Path, settings: RtssSettings | None = None) -> dict:
     rasterize_case(tmp_path / "plan.json", tmp_path / "bids.json", tmp_path / "out", tmp_path / "rtss.json",
-                   tmp_path / "rois.parquet", tmp_path / "contours.parquet", options or {})  # fmt: skip
+                   tmp_path / "rois.parquet", tmp_path / "contours.parquet", settings or RtssSettings())  # fmt: skip
     return json.loads((tmp_path / "rtss.json").read_text())
 
 
@@ -528,7 +519,7 @@ def test_stage_writes_derivatives_on_the_exact_t1c_grid(tmp_path: Path) -> None:
     assert np.array_equal(data[:, :, 4] == 1, expected) and np.array_equal(data[:, :, 5] == 1, expected_hole)
     assert np.array_equal(np.asarray(mask.dataobj), (data > 0).astype(np.uint8))
     assert np.asarray(head.dataobj).sum() > 0.9 * np.pi * 26**2 / 0.81 * 12
-    sidecar = json.loads((out / result["outputs"]["lesion_mask_nifti_sidecar"]).read_text())
+    sidecar = json.loads((out / result["outputs"]["lesion_mask_sidecar"]).read_text())
     assert sidecar["Type"] == "Lesion" and sidecar["Manual"] is True
     assert sidecar["Sources"] == ["bids:raw:sub-01/ses-01/anat/sub-01_ses-01_ce-gadolinium_T1w.nii.gz"]
     assert "centre" in sidecar["RasterizationRule"]
@@ -648,23 +639,19 @@ def synth_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     import pandas as pd
 
     synth = _synth()
-    from metsprep.bids import convert_case
 
     root = tmp_path_factory.mktemp("synth_rtss")
     truth = synth.generate_cohort(root / "cohort", n_cases=len(SYNTH_LESIONS), seed=5, case_options=SYNTH_LESIONS)
     out = root / "out"
     runs = []
+    plans = stages.match_plans(root / "cohort" / "dicom", root / "match")  # the match stage's real plans
     for case in truth["cases"]:
-        subject = str(case["patient_id"])
-        plan = {"case_id": f"sub-{subject}_ses-01", "subject": subject, "session": "01",
-                "input_dir": str(root / "cohort" / "dicom"),
-                "series": {"T1C": {"files": case["series"]["T1C"]["files"]}, "T1": None, "T2": None},
-                "rtss": {"file": case["rtss"]["file"]}, "flags": []}  # fmt: skip
-        work = root / "work" / plan["case_id"]
+        case_key = stages.truth_case_id(case)
+        work = root / "work" / case_key
         work.mkdir(parents=True)
-        (work / "plan.json").write_text(json.dumps(plan))
-        convert_case(work / "plan.json", out, work / "bids.json")
-        rasterize_case(work / "plan.json", work / "bids.json", out, work / "rtss.json", work / "rois.parquet", work / "contours.parquet", {})
+        convert_case(plans[case_key], out, work / "bids.json", BidsSettings())
+        rasterize_case(plans[case_key], work / "bids.json", out, work / "rtss.json", work / "rois.parquet",
+                       work / "contours.parquet", RtssSettings())  # fmt: skip
         runs.append({"truth": case, "work": work, "result": json.loads((work / "rtss.json").read_text()),
                      "rois": pd.read_parquet(work / "rois.parquet").set_index("roi_number")})  # fmt: skip
     return {"root": root, "out": out, "runs": runs}

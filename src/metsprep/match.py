@@ -198,6 +198,7 @@ class SeriesInfo:
     origin: np.ndarray | None = None
     slice_positions: np.ndarray | None = None  # sorted, along the normal
     slice_spacing: float | None = None
+    longest_missing_run: int = 0  # consecutive slice planes without an image
     flags: list[str] = field(default_factory=list)
     unusable_reason: str | None = None
 
@@ -304,6 +305,7 @@ def _series_geometry(info: SeriesInfo, group: pd.DataFrame) -> None:
                 info.flags.append("irregular_slice_spacing")
             else:
                 info.slice_spacing = gaps.spacing_mm
+                info.longest_missing_run = gaps.longest_missing_run
                 if gaps.missing_planes:
                     info.flags.append("missing_slices")
 
@@ -535,7 +537,7 @@ def match_inventory(
         subject, session = labels[pid], session_of[study.uid]
         case_id = f"sub-{subject}_ses-{session}"
         case, plan, study_series_rows = _decide_case(
-            study, series, rules, include_unannotated, case_id, input_dir,
+            study, series, rules, include_unannotated, case_id, input_dir, settings.max_missing_run,
         )
         case.update(patient_id=study.patient_id, subject=subject, session=session)
         if pid in disambiguated:
@@ -592,7 +594,7 @@ def _choose_rtss(resolved: list[RtssResolution]) -> RtssResolution:
 
 def _decide_case(
     study: Study, series: dict[str, SeriesInfo], rules: SequenceRules, include_unannotated: bool,
-    case_id: str, input_dir: Path,
+    case_id: str, input_dir: Path, max_missing_run: int,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
     flags: list[str] = []
     n_rtss = len(study.rtss) + len(study.unresolved_rtss)
@@ -628,7 +630,7 @@ def _decide_case(
         if t1c_uid in rtss.geometry_candidates:
             rtss.target_series = t1c_uid
 
-    status_reason = _exclusion_reason(study, rtss, series, classes, t1c_uid, include_unannotated, flags)
+    status_reason = _exclusion_reason(study, rtss, series, classes, t1c_uid, include_unannotated, flags, max_missing_run)
     status = "excluded" if status_reason else "ok"
 
     case: dict[str, Any] = {
@@ -674,7 +676,7 @@ def _decide_case(
 
 def _exclusion_reason(
     study: Study, rtss: RtssResolution | None, series: dict[str, SeriesInfo], classes: dict[str, Any],
-    t1c_uid: str | None, include_unannotated: bool, flags: list[str],
+    t1c_uid: str | None, include_unannotated: bool, flags: list[str], max_missing_run: int,
 ) -> str | None:
     """Rules C1-C6, in this order; the first that applies is the reason."""
     if rtss is None:
@@ -699,7 +701,10 @@ def _exclusion_reason(
         return series[rtss.target_series].unusable_reason
     if rtss is not None and rtss.missing_refs:  # C5: partial references
         inside = _contours_within_series(t1c, rtss.points)
-        if rtss.target_series != t1c_uid or t1c.has_gap or not inside:
+        # the bids stage interpolates up to max_missing_run missing planes (contours on
+        # them are kept); longer gaps, or contours outside the series, cannot be placed
+        too_long = t1c.longest_missing_run > max_missing_run or "irregular_slice_spacing" in t1c.flags
+        if rtss.target_series != t1c_uid or too_long or not inside:
             return (f"{rtss.missing_refs} of the {rtss.n_refs} images the RT Structure Set was drawn on are "
                     "missing and the post-contrast T1 series is incomplete where the contours lie")
     if rtss is not None and rtss.target_series and rtss.target_series != t1c_uid:  # C6

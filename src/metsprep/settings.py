@@ -52,6 +52,9 @@ class MatchSettings(StageSettings):
     sequence_rules: str = ""  # empty: the packaged table
     sequence_overrides: dict[str, str] = field(default_factory=dict)
     geometry_tolerance_mm: float = 0.2
+    # The bids stage's `max_missing_run` (the workflow passes it in): a T1C whose gaps the
+    # bids stage will interpolate is not excluded for images the RTSS references there.
+    max_missing_run: int = 1
 
 
 @dataclass(frozen=True)

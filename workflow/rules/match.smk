@@ -13,7 +13,10 @@ checkpoint match:
         plans=directory(out("work/match/plans")),
     params:
         input_dir=str(INPUT_DIR),
-        settings=setting_with_path(config["match"], "sequence_rules"),
+        settings={
+            **setting_with_path(config["match"], "sequence_rules"),
+            "max_missing_run": config["bids"]["max_missing_run"],
+        },
     conda:
         "../../envs/metsprep.yaml"
     log:

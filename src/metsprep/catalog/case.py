@@ -170,8 +170,13 @@ def _read_rois(path: Path) -> list[dict[str, Any]]:
     """The rtss stage's ROI rows (pyarrow alone: pandas would add ~0.35 s of import)."""
     import pyarrow.parquet as pq
 
+    from metsprep.rtss import ROI_COLUMNS
+
     # ParquetFile, not read_table: read_table goes through pyarrow.dataset, which imports pandas
-    return [{k: _none_if_nan(v) for k, v in row.items()} for row in pq.ParquetFile(path).read().to_pylist()]
+    table = pq.ParquetFile(path).read()
+    if table.column_names != list(ROI_COLUMNS):
+        raise ValueError(f"{path}: columns {table.column_names} are not the rtss stage's {list(ROI_COLUMNS)}")
+    return [{k: _none_if_nan(v) for k, v in row.items()} for row in table.to_pylist()]
 
 
 def _load_volume(output_dir: Path, rel: str | None, dtype: Any = np.float32) -> tuple[NDArray[Any], Grid] | None:
