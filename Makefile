@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo test test-tools benchmark clean
+.PHONY: demo test lint test-tools benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,14 @@ demo: $(VENV)/.installed
 test-tools:
 	bash tools/install-test-tools.sh
 
-test: $(VENV)/.installed-test test-tools
+# Static checks: ruff, mypy --strict on src/metsprep, snakemake --lint, snakefmt.
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests workflow benchmarks
+	$(BIN)/mypy
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --quiet all
+
+test: $(VENV)/.installed-test test-tools lint
 	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest
 
 benchmark: $(VENV)/.installed-test test-tools

@@ -27,7 +27,6 @@ import ast
 import json
 import math
 import re
-import statistics
 import subprocess
 import sys
 import time

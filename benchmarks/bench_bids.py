@@ -48,7 +48,7 @@ def synthetic_series(workdir: Path) -> dict[str, tuple[Path, list[str]]]:
         if series:
             return series
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_bids import make_series  # noqa: E402
+    from test_bids import make_series
 
     for name, kwargs in {"256x256x40": dict(rows=256, columns=256, n_slices=40, pixel_spacing=(0.9, 0.9)),
                          "512x512x24": dict(rows=512, columns=512, n_slices=24, pixel_spacing=(0.47, 0.47))}.items():
@@ -59,10 +59,12 @@ def synthetic_series(workdir: Path) -> dict[str, tuple[Path, list[str]]]:
 
 
 def write_plan(workdir: Path, name: str, input_dir: Path, files: list[str]) -> Path:
-    plan = {"case_id": "sub-bench_ses-01", "subject": "bench", "session": "01", "input_dir": str(input_dir),
-            "series": {"T1C": {"files": files}, "T1": None, "T2": None}}
+    from metsprep.contracts import SCHEMA_VERSION, CasePlan, SeriesPlan
+
     path = workdir / f"plan-{name}.json"
-    path.write_text(json.dumps(plan))
+    CasePlan(SCHEMA_VERSION, "sub-bench_ses-01", "bench", "01", "bench", "1.2.3", str(input_dir),
+             {"T1C": SeriesPlan("1.2.3.1", None, tuple(files), "description", ()), "T1": None, "T2": None},
+             None, ()).write(path)  # fmt: skip
     return path
 
 
@@ -82,6 +84,7 @@ def main() -> None:
     if not DCM2NIIX:
         sys.exit("dcm2niix not found (pip install dcm2niix)")
     from metsprep.bids import convert_case
+    from metsprep.settings import BidsSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -103,9 +106,10 @@ def main() -> None:
             plan = write_plan(workdir, name, input_dir, files)
             out = workdir / f"out-{name}"
             code = ("from pathlib import Path; from metsprep.bids import convert_case; "
-                    f"convert_case(Path({str(plan)!r}), Path({str(out)!r}), Path({str(out / 'bids.json')!r}), {{}})")
+                    "from metsprep.settings import BidsSettings; "
+                    f"convert_case(Path({str(plan)!r}), Path({str(out)!r}), Path({str(out / 'bids.json')!r}), BidsSettings())")
             process_s = best_of(args.repeats, lambda: subprocess.run([sys.executable, "-c", code], check=True))
-            in_process_s = best_of(args.repeats, lambda: convert_case(plan, out, out / "bids.json", {}))
+            in_process_s = best_of(args.repeats, lambda: convert_case(plan, out, out / "bids.json", BidsSettings()))
             status = json.loads((out / "bids.json").read_text())["status"]
             assert status == "ok", f"{name}: conversion {status}"
             print(f"{name:<22}{len(files):>6}{dcm2niix_s:>12.3f}{process_s:>17.3f}{process_s / dcm2niix_s:>7.2f}"

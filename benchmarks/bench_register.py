@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from metsprep.register import RegistrationSettings, register_pair
+from metsprep.register import register_pair
+from metsprep.settings import RegistrationSettings
 
 MNI = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 MNI_GM = "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"
@@ -274,7 +275,7 @@ def study(source: str, n: int, which: str = "settings") -> None:
     table = SPEED_STUDY if which == "speed" else STUDY
     with tempfile.TemporaryDirectory() as tmp:
         pairs = _pairs(source, n, Path(tmp))
-        print(f"| settings | TRE mean | TRE median | TRE max (mm) | s / pair | iterations |")
+        print("| settings | TRE mean | TRE median | TRE max (mm) | s / pair | iterations |")
         print("| --- | --- | --- | --- | --- | --- |")
         for label, change in table.items():
             settings = replace(RegistrationSettings(), **change)

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import nibabel as nib
 from metsprep.geometry import SliceHeader, series_geometry
-from metsprep.rtss import RAS_FROM_LPS, SliceGrid, rasterize_rois, read_rtss
+from metsprep.frames import RAS_FROM_LPS
+from metsprep.rtss import SliceGrid, rasterize_rois, read_rtss
 from metsprep.scan import read_file_row
 
 
@@ -241,7 +242,7 @@ def metsprep_steps(run: object, rtss: Path, t1c_dir: Path, work: Path, repeat: i
         lesions = [(n, r) for n, r in enumerate((r for r in rasters if not r.roi.roi_name.startswith("*")), start=1)]
         label_map, _ = timed("label map + overlaps", lambda: R.build_label_map(lesions, grid.shape))
         skulls = [r for r in rasters if "SKULL" in r.roi.roi_name.upper()]
-        timed("head mask (skull, holes filled)", lambda: R.head_mask(skulls, grid))
+        timed("head mask (skull, holes filled)", lambda: R.head_from_structures(skulls, grid))
         timed("write label map (.nii.gz)", lambda: run.write_label_map(label_map, grid.lps_from_ijk, work / "s.nii.gz"))  # type: ignore[attr-defined]
     return {name: min(t) * 1e3 for name, t in steps.items()}
 

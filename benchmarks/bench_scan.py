@@ -10,6 +10,7 @@ the same files, and their ratio. Both run in one process, alternately, best of N
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -21,10 +22,8 @@ from metsprep.scan import list_files, read_file_row, scan_shard
 
 def plain_loop(dicom_dir: Path, files: list[str]) -> None:
     for rel in files:
-        try:
+        with contextlib.suppress(Exception):
             pydicom.dcmread(dicom_dir / rel, stop_before_pixels=True)
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def _is_structure_set_name(rel: str) -> bool:

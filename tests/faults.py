@@ -210,7 +210,7 @@ def headers(dicom_dir: Path) -> list[dict[str, object]]:
     for path in sorted(p for p in Path(dicom_dir).rglob("*") if p.is_file()):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception:  # noqa: BLE001 - non-DICOM files are simply not listed
+        except Exception:
             continue
         out.append({
             "path": path, "sop": str(ds.get("SOPInstanceUID", "")), "series": str(ds.get("SeriesInstanceUID", "")),

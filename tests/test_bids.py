@@ -19,19 +19,20 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
-    JPEG2000Lossless,
     ExplicitVRLittleEndian,
+    JPEG2000Lossless,
     MRImageStorage,
     RLELossless,
     generate_uid,
 )
 
-import stages
 from metsprep.bids import convert_case, write_dataset_files
 from metsprep.contracts import SCHEMA_VERSION, BidsResult, ImageRecord, Participant
 from metsprep.layout import bids_paths, case_id, derivative_sidecar_spatial_reference, safe_join
 from metsprep.match import sanitize_label
 from metsprep.settings import BidsSettings
+
+import stages
 
 DCM2NIIX = shutil.which("dcm2niix", path=str(Path(sys.executable).parent)) or shutil.which("dcm2niix")
 IDENTIFYING = ("Doe^Jane", "Doe", "PID12345", "19500101", "20080101", "Example Hospital")
@@ -528,7 +529,7 @@ def assert_same_real_slices(mine: nib.Nifti1Image, reference: nib.Nifti1Image, k
     assert data.shape[2] == reference.shape[2]
     ijk = np.indices(data.shape[:2]).reshape(2, -1)
     to_reference = np.linalg.inv(reference.affine) @ mine.affine
-    for end, reversed_order in ((real_k[0], False), (real_k[-1], True)):
+    for end, reversed_order in ((real_k[0], False), (real_k[-1], True)):  # noqa: B007 - used after the break
         points = np.vstack([ijk, np.full(ijk.shape[1], end), np.ones(ijk.shape[1])])
         reference_ijk = (to_reference @ points)[:3]
         if np.allclose(reference_ijk[2], 0, atol=1e-3):

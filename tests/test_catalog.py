@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -35,10 +34,11 @@ from metsprep.contracts import (
 from metsprep.frames import RAS_FROM_LPS
 from metsprep.match import CASE_COLUMNS as MATCH_CASE_COLUMNS
 from metsprep.match import SERIES_COLUMNS as MATCH_SERIES_COLUMNS
-from metsprep.scan import SCHEMA as INVENTORY_SCHEMA
 from metsprep.rtss import ROI_COLUMNS
 from metsprep.rtss import _write_table as write_roi_table
+from metsprep.scan import SCHEMA as INVENTORY_SCHEMA
 from metsprep.settings import LocationSettings
+
 CONTRACT = {
     "series": ["case_id", "patient_id", "study_instance_uid", "series_instance_uid", "modality", "series_description",
                "sequence", "sequence_source", "n_instances", "rows", "columns", "pixel_spacing_row_mm",

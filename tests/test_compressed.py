@@ -18,12 +18,13 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, RLELossless
+from test_bids import assert_same_image_in_world, run_dcm2niix
 
-import stages
 from metsprep.bids import convert_case
 from metsprep.match import sanitize_label
 from metsprep.settings import BidsSettings
-from test_bids import assert_same_image_in_world, run_dcm2niix
+
+import stages
 
 gdcm = pytest.importorskip(
     "gdcm", reason="python-gdcm is not installed: it is the only JPEG Lossless encoder (pip install python-gdcm)")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import stages
 from metsprep.contracts import (
     SCHEMA_VERSION,
     BidsResult,
@@ -18,6 +17,8 @@ from metsprep.contracts import (
     RegisterResult,
     RtssResult,
 )
+
+import stages
 
 CONTRACTS = {"plan": CasePlan, "bids": BidsResult, "rtss": RtssResult, "register": RegisterResult, "case": CaseSummary}
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -43,7 +41,8 @@ def test_name_with_both_sides_is_flagged():
     assert loc.hemisphere == "unknown" and loc.flags == ("name_names_both_sides",)
 
 
-def _ellipsoid_head(shape, lps_from_ijk, centre_lps, radii_mm, rotation=np.eye(3)):
+def _ellipsoid_head(shape, lps_from_ijk, centre_lps, radii_mm, rotation=None):
+    rotation = np.eye(3) if rotation is None else rotation
     ijk = np.indices(shape).reshape(3, -1).T.astype(float)
     lps = ijk @ lps_from_ijk[:3, :3].T + lps_from_ijk[:3, 3]
     local = (lps - centre_lps) @ rotation  # coordinates in the head's own axes

@@ -9,11 +9,11 @@ import pandas as pd
 import pydicom
 import pytest
 
-import faults
 from metsprep.match import REASON_NO_RTSS, REASON_NO_T1C, run_match, sanitize_label, subject_labels
 from metsprep.scan import scan_all
 from metsprep.settings import MatchSettings
 
+import faults
 
 
 def run(dicom: Path, work: Path, **options):

@@ -234,6 +234,23 @@ def test_bids_validator_reports_no_errors(nested_run):
     assert errors == [], json.dumps(errors, indent=1)[:4000]
 
 
+def test_schema_validator_reports_no_errors_in_raw_or_derivatives(nested_run):
+    """The current, schema-based validator (bids-validator-deno from PyPI), derivatives included."""
+    validator = shutil.which("bids-validator-deno", path=str(Path(sys.executable).parent)) or shutil.which(
+        "bids-validator-deno")
+    assert validator, "bids-validator-deno (PyPI) is a test dependency"
+    result = subprocess.run([validator, "--json", "--recursive", str(nested_run.output / "bids")],
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    report = json.loads(result.stdout)
+    datasets = {"raw": report, **(report.get("derivativesSummary") or {})}
+    assert len(datasets) == 2, sorted(datasets)  # raw + derivatives/metsprep
+    for name, summary in datasets.items():
+        errors = [i for i in summary["issues"]["issues"] if i["severity"] == "error"]
+        assert errors == [], (name, json.dumps(errors, indent=1)[:4000])
+    derivative = nested_run.output / "bids" / "derivatives" / "metsprep"
+    assert list(derivative.rglob("*_dseg.nii.gz")) and list(derivative.rglob("*_xfm.tfm"))
+
+
 def test_pybids_finds_one_contrast_enhanced_t1_per_session(nested_run):
     from bids import BIDSLayout
 

@@ -8,11 +8,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-from test_catalog import build, make_case, run_case
 
 from metsprep import qc
 from metsprep.catalog.merge import build_catalog
 from metsprep.contracts import BidsResult, CaseSummary
+
+from test_catalog import build, make_case, run_case
 
 
 class _Links(HTMLParser):

@@ -184,7 +184,7 @@ def test_derivatives_on_t1c_grid_with_sidecars(registered):
         assert sidecar["RegistrationMetricAfter"] == qc["metric_after"]
         # The written image equals the moving image resampled with the TRUE transform
         # (to interpolation noise), and clearly differs from the identity resampling.
-        def resampled_with(transform):
+        def resampled_with(transform, sequence=sequence):
             return sitk.GetArrayFromImage(sitk.Resample(
                 case["images"][sequence], fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
         written = sitk.GetArrayFromImage(image).astype(np.float32)

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import stages
 from metsprep.bids import convert_case
 from metsprep.frames import RAS_FROM_LPS
 from metsprep.rtss import (
@@ -29,6 +28,7 @@ from metsprep.rtss import (
 )
 from metsprep.settings import BidsSettings, RtssSettings
 
+import stages
 
 # ------------------------------------------------------------------------- references
 

@@ -9,8 +9,9 @@ import pandas as pd
 import pydicom
 import pytest
 
-import faults
 from metsprep.scan import list_files, merge_shards, scan_all, scan_shard, walk_input
+
+import faults
 
 
 @pytest.fixture()

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from slurm.cluster import ClusterUnavailable, LocalSlurmCluster, check_can_host  # noqa: E402
+from slurm.cluster import ClusterUnavailable, LocalSlurmCluster, check_can_host
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

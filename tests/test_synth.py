@@ -165,7 +165,7 @@ def test_contours_reference_t1c_images_and_lie_on_their_planes(synth_cohort, fea
                     seg = np.linalg.norm(np.diff(np.vstack([pts, pts[:1]]), axis=0), axis=1)
                     assert seg.max() < (3.0 if names[roi.ReferencedROINumber] == "*Skull" else 2.5)
                     checked_tilted |= t1c["tilt_deg"] != 0
-            assert sorted(names.values()) == sorted([l["roi_name"] for l in case["lesions"]] + ["*Skull"])
+            assert sorted(names.values()) == sorted([lesion["roi_name"] for lesion in case["lesions"]] + ["*Skull"])
     assert checked_tilted
 
 
@@ -202,7 +202,7 @@ def test_planimetric_truth_recomputes_from_the_rtss_file(synth_cohort, features)
 def test_true_volume_and_centroid_match_monte_carlo(features):
     _, truth = features
     rng = np.random.default_rng(0)
-    lesions = [l for c in truth["cases"] for l in c["lesions"]][:6]
+    lesions = [lesion for c in truth["cases"] for lesion in c["lesions"]][:6]
     for lesion in lesions:
         body = _lesion_from_truth(lesion)
         half = body.max_radius_mm
@@ -241,7 +241,7 @@ def _sampling_error_bound(body: Lesion, normal: np.ndarray, row: np.ndarray, col
 
 def test_planimetric_volume_agrees_with_analytic_within_derived_bound(synth_cohort, features):
     tested = 0
-    for root, truth in _cohorts(synth_cohort, features):
+    for _root, truth in _cohorts(synth_cohort, features):
         for case in truth["cases"]:
             t1c = case["series"]["T1C"]
             m = np.array(t1c["lps_from_ijk"])
@@ -275,7 +275,7 @@ def test_lesions_are_in_brain_apart_and_labelled_by_true_side(synth_cohort, feat
         for case in truth["cases"]:
             pose = np.array(case["head"]["t1c_lps_from_mni_lps"])
             mni_ijk_from_t1c = np.linalg.inv(maps.lps_from_ijk) @ np.linalg.inv(pose)
-            bodies = [_lesion_from_truth(l) for l in case["lesions"]]
+            bodies = [_lesion_from_truth(lesion) for lesion in case["lesions"]]
             for lesion, body in zip(case["lesions"], bodies):
                 dirs = np.random.default_rng(1).normal(size=(300, 3))
                 dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)

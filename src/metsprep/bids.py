@@ -28,7 +28,7 @@ from typing import Any
 from numpy.typing import NDArray
 
 from metsprep.atomic import write_json, write_nifti, write_text
-from metsprep.contracts import SCHEMA_VERSION, BidsResult, CasePlan, ImageRecord, Participant
+from metsprep.contracts import SCHEMA_VERSION, BidsResult, CasePlan, ImageRecord, Participant, Status
 from metsprep.dicom_series import ConvertedSeries, read_series
 from metsprep.errors import CaseExcluded
 from metsprep.geometry import SeriesGeometry
@@ -158,7 +158,8 @@ def convert_case(plan_json: Path, output_dir: Path, result_json: Path, settings:
     notes: list[str] = []
     try:
         images, participant = _convert(plan, Path(output_dir), flags, notes, settings.max_missing_run)
-        status, reason = "ok", None
+        status: Status = "ok"
+        reason: str | None = None
     except CaseExcluded as exc:
         images, participant, status, reason = {}, Participant(None, None), "excluded", exc.reason
     BidsResult(
@@ -256,6 +257,18 @@ Identifying header fields (names, IDs, dates) are not carried into the sidecars.
 """
 
 
+_DERIVATIVE_README = """metsprep derivatives
+====================
+
+On the grid of each session's raw ce-gadolinium_T1w image (space-T1wCE): the T1w and T2w
+rigidly registered and resampled onto it, the lesion label map (desc-lesions_dseg, with
+a .tsv naming each label's RT Structure Set ROI), the binary lesion mask and, where the
+structure set has a skull structure, the head mask. The rigid transforms
+(from-T1w|T2w_to-T1wCE_mode-image_xfm.tfm, ITK text format) map T1wCE LPS points to the
+source image's LPS points; BIDS 1.10 has no transform files yet, so .bidsignore lists them.
+"""
+
+
 def _participants(case_results: Iterable[BidsResult]) -> list[dict[str, Any]]:
     by_subject: dict[str, list[tuple[str, Participant]]] = {}
     for result in case_results:
@@ -294,5 +307,9 @@ def write_dataset_files(case_result_jsons: list[Path], output_dir: Path) -> None
                                "(sessions in label order), capped at 89",
                 "Units": "year"},
     })  # fmt: skip
-    write_json(safe_join(output_dir, f"bids/derivatives/{DERIVATIVE_NAME}/dataset_description.json"),
-               _derivative_description())
+    derivatives = f"bids/derivatives/{DERIVATIVE_NAME}"
+    write_json(safe_join(output_dir, f"{derivatives}/dataset_description.json"), _derivative_description())
+    write_text(safe_join(output_dir, f"{derivatives}/README"), _DERIVATIVE_README)
+    # BIDS 1.10 has no file type for spatial transforms yet (BEP014): their names follow the
+    # proposal, and the validators are told to skip them.
+    write_text(safe_join(output_dir, f"{derivatives}/.bidsignore"), "*_xfm.tfm\n")

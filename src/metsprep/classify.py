@@ -11,9 +11,10 @@ Labels are final (`T1`, `T1C`, `T2`, `OTHER`); intermediate families (`T1_FAMILY
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -278,7 +279,7 @@ def choose_series(candidates: Sequence[Mapping[str, Any]], role: str) -> tuple[M
     def key(c: Mapping[str, Any]) -> tuple[Any, ...]:
         referenced = bool(c.get("rtss_referenced")) if role == "T1C" else False
         number = c.get("series_number")
-        number = -1 if not _is_filled(number) else int(number)
+        number = -1 if number is None or not _is_filled(number) else int(number)
         return (not referenced, not _is_axial(c), -int(c.get("n_instances") or 0), -number,
                 str(c.get("series_instance_uid")))
 

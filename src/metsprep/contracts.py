@@ -152,9 +152,10 @@ class Versioned(Contract):
     """A top-level stage file: carries ``schema_version`` and checks it on reading."""
 
     version: ClassVar[int] = SCHEMA_VERSION
+    schema_version: int  # a field of every subclass (annotations of a non-dataclass base are not fields)
 
     def __post_init__(self) -> None:
-        found = getattr(self, "schema_version")
+        found = self.schema_version
         if found != self.version:
             raise ContractError(
                 f"{type(self).__name__} schema_version {found} is not {self.version}: "

@@ -76,7 +76,7 @@ class SliceHeader:
         if len(position) != 3 or len(orientation) != 6 or len(spacing) != 2:
             raise GeometryError("an image has a malformed Image Position/Orientation or Pixel Spacing")
         uid = getattr(ds, "SOPInstanceUID", None)
-        return cls(position, orientation, spacing, rows, columns, str(uid) if uid else None)  # type: ignore[arg-type]
+        return cls(position, orientation, spacing, rows, columns, str(uid) if uid else None)
 
 
 @dataclass(frozen=True)

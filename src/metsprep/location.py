@@ -215,10 +215,7 @@ def combine(
     """The catalog's location of one lesion from its name reading and its plane distance."""
     geometry = hemisphere_from_distance(distance_mm, vocabulary.midline_margin_mm)
     flag = _disagreement(name, geometry, distance_mm, vocabulary)
-    if name.hemisphere != UNKNOWN:
-        hemisphere = name.hemisphere
-    else:
-        hemisphere = geometry
+    hemisphere = name.hemisphere if name.hemisphere != UNKNOWN else geometry
     region = name.region if name.region != UNKNOWN else region_geometry
     source = _source(name, geometry, region_geometry, flag)
     flags = tuple(name.flags) + ((flag,) if flag else ())

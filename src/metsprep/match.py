@@ -14,18 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from metsprep.settings import MatchSettings
-from metsprep.classify import SequenceRules, choose_series, classify_series, load_rules
 from metsprep.atomic import write_with
+from metsprep.classify import SequenceRules, choose_series, classify_series, load_rules
 from metsprep.contracts import SCHEMA_VERSION, CasePlan
 from metsprep.geometry import DUPLICATE_POSITION_TOLERANCE_MM, GeometryError, slice_gaps
+from metsprep.settings import MatchSettings
 
 RTSTRUCT_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.481.3"
 
@@ -337,7 +338,7 @@ def _contour_points(row: Mapping[str, Any]) -> np.ndarray:
     text = row.get("rtss_contour_points_json")
     if not _filled(text):
         return np.zeros((0, 3))
-    pts = np.asarray(json.loads(text), float)
+    pts = np.asarray(json.loads(str(text)), dtype=np.float64)
     return pts.reshape(-1, 3)
 
 
@@ -364,7 +365,7 @@ def geometry_fits(series: SeriesInfo, points_lps: np.ndarray, tolerance_mm: floa
 
 
 def resolve_rtss(
-    rtss_row: Mapping[str, Any],
+    rtss_row: Mapping[Any, Any],
     series: dict[str, SeriesInfo],
     sop_to_series: dict[str, str],
     tolerance_mm: float,
@@ -432,7 +433,8 @@ def _resolve_by_geometry(
     res: RtssResolution, series: dict[str, SeriesInfo], ref_fors: set[str], tolerance_mm: float
 ) -> None:
     same_patient = [s for s in series.values() if s.is_image and s.patient_id == res.patient_id]
-    fitting = [s for s in same_patient if geometry_fits(s, res.points, tolerance_mm)]
+    points = res.points if res.points is not None else np.zeros((0, 3))
+    fitting = [s for s in same_patient if geometry_fits(s, points, tolerance_mm)]
     if not fitting:
         res.failure = (
             "the RT Structure Set's referenced images are not in the input and no series of "
@@ -626,9 +628,9 @@ def _decide_case(
         pick, reason = choose_series(candidates[role], role)
         chosen[role] = (pick["series_instance_uid"] if pick else None, reason)
     t1c_uid = chosen["T1C"][0]
-    if rtss is not None and rtss.match_method == "geometry" and rtss.target_series is None and t1c_uid:
-        if t1c_uid in rtss.geometry_candidates:
-            rtss.target_series = t1c_uid
+    if (rtss is not None and rtss.match_method == "geometry" and rtss.target_series is None and t1c_uid
+            and t1c_uid in rtss.geometry_candidates):
+        rtss.target_series = t1c_uid
 
     status_reason = _exclusion_reason(study, rtss, series, classes, t1c_uid, include_unannotated, flags, max_missing_run)
     status = "excluded" if status_reason else "ok"
@@ -649,10 +651,10 @@ def _decide_case(
     rows = []
     for uid in study.series_uids:
         info = series[uid]
-        role = role_of.get(uid) if status == "ok" else None
-        reason = chosen[role][1] if role else None
-        rows.append(_series_row(info, case_id, classes.get(uid), role, reason,
-                                rtss.match_method if (rtss and role == "T1C") else None,
+        series_role = role_of.get(uid) if status == "ok" else None
+        selection = chosen[series_role][1] if series_role else None
+        rows.append(_series_row(info, case_id, classes.get(uid), series_role, selection,
+                                rtss.match_method if (rtss and series_role == "T1C") else None,
                                 referenced=uid in referenced))
     for res in study.rtss + study.unresolved_rtss:
         rows.append(_rtss_series_row(res, case_id, study.uid, chosen_rtss=res is rtss))

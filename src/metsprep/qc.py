@@ -37,7 +37,7 @@ MAX_LESION_PANELS = 40
 CROP_MIN_HALF_WIDTH_MM = 20.0
 
 
-def _pyplot():
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -380,7 +380,7 @@ def _cell(value: Any, fmt: str | None = None) -> str:
     return html.escape(str(value))
 
 
-def _table(records: list[dict[str, Any]], columns: list[tuple[str, str, str | None]]) -> str:
+def _table(records: list[dict[Any, Any]], columns: list[tuple[str, str, str | None]]) -> str:
     if not records:
         return "<p class='none'>none</p>"
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in columns)

@@ -133,7 +133,7 @@ def translation_at(transform: sitk.Transform, point_lps: list[float]) -> dict[st
     return {"vector": vector.tolist(), "norm": float(np.linalg.norm(vector))}
 
 
-def _configure_method(settings: RegistrationSettings, fixed_mask: sitk.Image | None):
+def _configure_method(settings: RegistrationSettings, fixed_mask: sitk.Image | None) -> sitk.ImageRegistrationMethod:
     import SimpleITK as sitk
 
     method = sitk.ImageRegistrationMethod()
@@ -385,7 +385,7 @@ def register_case(bids_json: Path, output_dir: Path, result_json: Path, settings
                 continue
             try:
                 record = _register_one(fixed, prepared, entry.nifti, output_dir, bids, sequence, settings)
-            except Exception as error:  # noqa: BLE001 - one failed derivative must not stop the case
+            except Exception as error:
                 record = RegistrationRecord.missing_because(f"registration failed: {type(error).__name__}: {error}")
                 flags.append(f"registration_failed_{sequence}")
             else:

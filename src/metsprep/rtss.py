@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from metsprep.atomic import write_json, write_nifti, write_text, write_with
-from metsprep.contracts import SCHEMA_VERSION, BidsResult, CasePlan, LabelEntry, RtssOutputs, RtssResult
+from metsprep.contracts import SCHEMA_VERSION, BidsResult, CasePlan, LabelEntry, RtssOutputs, RtssResult, Status
 from metsprep.errors import CaseExcluded
 from metsprep.frames import Grid
 from metsprep.layout import bids_paths, sidecar_path
@@ -253,7 +253,7 @@ def _display_colour(element: Any) -> tuple[int, int, int] | None:
         colour = tuple(int(c) for c in parts)
     except (TypeError, ValueError):
         return None
-    return colour if len(colour) == 3 else None  # type: ignore[return-value]
+    return colour if len(colour) == 3 else None
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -666,7 +666,7 @@ def rasterize_roi(roi: Roi, grid: SliceGrid) -> RoiRaster:
     volume = 0.0
     for k, on_slice in sorted(by_slice.items()):
         _mark_holes(on_slice)
-        signed_area = sum(p.area_mm2 * (-1.0 if p.outcome == "hole" else 1.0) for p in on_slice)  # type: ignore[operator]
+        signed_area = sum((float(p.area_mm2 or 0.0) * (-1.0 if p.outcome == "hole" else 1.0) for p in on_slice), 0.0)
         volume += signed_area * grid.local_spacing_mm(k)
     block, origin = np.zeros((0, 0, 0), dtype=bool), (0, 0, 0)
     if by_slice:
@@ -758,7 +758,7 @@ def _hole_candidates(mask: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray
     n_j = columns.shape[1]
     first_j = np.argmax(columns, axis=1)
     last_j = n_j - 1 - np.argmax(columns[:, ::-1], axis=1)
-    keep = (jj > first_j[column_of]) & (jj < last_j[column_of]) & columns.any(axis=1)[column_of]
+    keep = (jj > first_j[column_of]) & (jj < last_j[column_of]) & np.asarray(columns.any(axis=1))[column_of]
     kk, ii, jj = kk[keep], ii[keep], jj[keep]
     return {int(k): (ii[kk == k], jj[kk == k]) for k in np.unique(kk)}
 
@@ -937,7 +937,8 @@ def rasterize_case(
     flags: list[str] = []
     labels: tuple[LabelEntry, ...] = ()
     outputs: RtssOutputs | None = None
-    status, reason = "ok", None
+    status: Status = "ok"
+    reason: str | None = None
     try:
         if bids.status != "ok":
             raise CaseExcluded(bids.status_reason or "excluded by the bids stage")

@@ -20,10 +20,11 @@ import json
 import os
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -83,7 +84,7 @@ _FLOAT_LIST_COLUMNS = (
 def _tags(keywords: Iterable[str]) -> list[int]:
     from pydicom.datadict import tag_for_keyword
 
-    return [int(tag_for_keyword(k)) for k in keywords]  # type: ignore[arg-type]
+    return [int(tag_for_keyword(k)) for k in keywords]
 
 
 HEADER_TAGS = _tags(HEADER_KEYWORDS)
@@ -141,7 +142,7 @@ def _field_metadata(name: str) -> dict[bytes, bytes]:
 
     keyword = _COLUMN_KEYWORDS.get(name)
     if keyword is not None:
-        tag = int(tag_for_keyword(keyword))  # type: ignore[arg-type]
+        tag = int(tag_for_keyword(keyword))
         description = f"DICOM {keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X}) as read from the header."
     else:
         description = _DESCRIPTIONS[name]
@@ -330,7 +331,7 @@ def read_file_row(input_dir: Path | str, rel: str) -> dict[str, Any]:
                 elements, truncation = _read_complete_dataset(fp, header, size)
                 if truncation is None:
                     _fill_rtss_columns(row, elements)
-            except Exception as err:  # noqa: BLE001 - any parse failure is data
+            except Exception as err:
                 truncation = f"RT Structure Set cannot be read completely (truncated or corrupt): {err}"
             if truncation:
                 row.update(readable=False, reason=truncation)

@@ -6,17 +6,17 @@ rule bids_case:
         plan=out("work/match/plans/{case_id}.json"),
     output:
         result=case_work("bids.json"),
-    params:
-        output_dir=str(OUTPUT_DIR),
-        settings=config["bids"],
-    conda:
-        "../../envs/metsprep.yaml"
     log:
         out("logs/bids/{case_id}.log"),
     benchmark:
         out("benchmarks/bids/{case_id}.tsv")
     group:
         "case"
+    conda:
+        "../../envs/metsprep.yaml"
+    params:
+        output_dir=output_folder,
+        settings=config["bids"],
     script:
         "../scripts/bids_case.py"
 
@@ -28,13 +28,17 @@ rule bids_dataset:
         description=out("bids/dataset_description.json"),
         participants=out("bids/participants.tsv"),
         derivatives=out("bids/derivatives/metsprep/dataset_description.json"),
-    params:
-        output_dir=str(OUTPUT_DIR),
-    conda:
-        "../../envs/metsprep.yaml"
+        derivatives_readme=out("bids/derivatives/metsprep/README"),
+        derivatives_bidsignore=out("bids/derivatives/metsprep/.bidsignore"),
+        readme=out("bids/README"),
+        participants_json=out("bids/participants.json"),
     log:
         out("logs/bids/dataset.log"),
     benchmark:
         out("benchmarks/bids/dataset.tsv")
+    conda:
+        "../../envs/metsprep.yaml"
+    params:
+        output_dir=output_folder,
     script:
         "../scripts/bids_dataset.py"

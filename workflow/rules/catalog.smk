@@ -8,21 +8,23 @@ rule catalog_case:
         rtss=case_work("rtss.json"),
         rois=case_work("rois.parquet"),
         register=case_work("register.json"),
-        vocabulary=package_data_or(config["location"]["vocabulary"], "location_vocabulary.yaml"),
+        vocabulary=package_data_or(
+            config["location"]["vocabulary"], "location_vocabulary.yaml"
+        ),
     output:
         lesions=case_work("lesions.parquet"),
         case=case_work("case.json"),
-    params:
-        output_dir=str(OUTPUT_DIR),
-        location=setting_with_path(config["location"], "vocabulary"),
-    conda:
-        "../../envs/metsprep.yaml"
     log:
         out("logs/catalog/{case_id}.log"),
     benchmark:
         out("benchmarks/catalog/{case_id}.tsv")
     group:
         "case"
+    conda:
+        "../../envs/metsprep.yaml"
+    params:
+        output_dir=output_folder,
+        location=setting_with_path(config["location"], "vocabulary"),
     script:
         "../scripts/catalog_case.py"
 
@@ -40,13 +42,13 @@ rule catalog:
         cases=out("catalog/cases.parquet"),
         lesions=out("catalog/lesions.parquet"),
         dictionary=out("catalog/README.md"),
-    params:
-        config=config,
-    conda:
-        "../../envs/metsprep.yaml"
     log:
         out("logs/catalog/merge.log"),
     benchmark:
         out("benchmarks/catalog/merge.tsv")
+    conda:
+        "../../envs/metsprep.yaml"
+    params:
+        config=config,
     script:
         "../scripts/catalog.py"

@@ -3,9 +3,15 @@ from pathlib import Path
 
 OUTPUT_DIR = Path(config["output_dir"])
 RUN_DEMO = not config.get("input_dir")
-INPUT_DIR = (OUTPUT_DIR / "demo_cohort" / "dicom") if RUN_DEMO else Path(config["input_dir"])
+INPUT_DIR = (
+    (OUTPUT_DIR / "demo_cohort" / "dicom") if RUN_DEMO else Path(config["input_dir"])
+)
 # The demo cohort is a handful of cases: more scan jobs than cases would only add start-ups.
-N_SCAN_SHARDS = min(config["scan"]["shards"], config["demo"]["n_cases"]) if RUN_DEMO else config["scan"]["shards"]
+N_SCAN_SHARDS = (
+    min(config["scan"]["shards"], config["demo"]["n_cases"])
+    if RUN_DEMO
+    else config["scan"]["shards"]
+)
 
 
 wildcard_constraints:
@@ -21,12 +27,21 @@ def config_file(path):
 
 def package_data_or(path, name):
     """A config file (rule input) or, where the key is empty, the package's shipped copy."""
-    return config_file(path) if path else str(Path(workflow.basedir) / "src" / "metsprep" / "data" / name)
+    return (
+        config_file(path)
+        if path
+        else str(Path(workflow.basedir) / "src" / "metsprep" / "data" / name)
+    )
 
 
 def setting_with_path(section, key):
     """A config section with its file key resolved as a rule input resolves it."""
     return {**section, key: config_file(section[key]) if section[key] else ""}
+
+
+def output_folder(wildcards):
+    """The output folder, as a rule parameter (stages name their files relative to it)."""
+    return str(OUTPUT_DIR)
 
 
 def out(path):

@@ -11,17 +11,17 @@ checkpoint match:
         series=out("work/match/series.parquet"),
         cases=out("work/match/cases.parquet"),
         plans=directory(out("work/match/plans")),
+    log:
+        out("logs/match.log"),
+    benchmark:
+        out("benchmarks/match.tsv")
+    conda:
+        "../../envs/metsprep.yaml"
     params:
         input_dir=str(INPUT_DIR),
         settings={
             **setting_with_path(config["match"], "sequence_rules"),
             "max_missing_run": config["bids"]["max_missing_run"],
         },
-    conda:
-        "../../envs/metsprep.yaml"
-    log:
-        out("logs/match.log"),
-    benchmark:
-        out("benchmarks/match.tsv")
     script:
         "../scripts/match.py"

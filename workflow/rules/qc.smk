@@ -18,16 +18,16 @@ rule qc_case:
             category="Registration",
             subcategory="{case_id}",
         ),
-    params:
-        output_dir=str(OUTPUT_DIR),
-    conda:
-        "../../envs/metsprep.yaml"
     log:
         out("logs/qc/{case_id}.log"),
     benchmark:
         out("benchmarks/qc/{case_id}.tsv")
     group:
         "case"
+    conda:
+        "../../envs/metsprep.yaml"
+    params:
+        output_dir=output_folder,
     script:
         "../scripts/qc_case.py"
 
@@ -45,13 +45,13 @@ rule qc_report:
             caption="../report/qc_cohort.rst",
             category="Cohort",
         ),
-    params:
-        output_dir=str(OUTPUT_DIR),
-    conda:
-        "../../envs/metsprep.yaml"
     log:
         out("logs/qc/report.log"),
     benchmark:
         out("benchmarks/qc/report.tsv")
+    conda:
+        "../../envs/metsprep.yaml"
+    params:
+        output_dir=output_folder,
     script:
         "../scripts/qc_report.py"

@@ -6,17 +6,17 @@ rule register_case:
         bids=case_work("bids.json"),
     output:
         result=case_work("register.json"),
-    params:
-        output_dir=str(OUTPUT_DIR),
-        settings=config["register"],
-    conda:
-        "../../envs/metsprep.yaml"
     log:
         out("logs/register/{case_id}.log"),
     benchmark:
         out("benchmarks/register/{case_id}.tsv")
-    threads: config["register"]["threads"]
     group:
         "case"
+    conda:
+        "../../envs/metsprep.yaml"
+    threads: config["register"]["threads"]
+    params:
+        output_dir=output_folder,
+        settings=config["register"],
     script:
         "../scripts/register_case.py"

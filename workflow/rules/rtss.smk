@@ -9,16 +9,16 @@ rule rtss_case:
         result=case_work("rtss.json"),
         rois=case_work("rois.parquet"),
         contours=case_work("contours.parquet"),
-    params:
-        output_dir=str(OUTPUT_DIR),
-        settings=config["rtss"],
-    conda:
-        "../../envs/metsprep.yaml"
     log:
         out("logs/rtss/{case_id}.log"),
     benchmark:
         out("benchmarks/rtss/{case_id}.tsv")
     group:
         "case"
+    conda:
+        "../../envs/metsprep.yaml"
+    params:
+        output_dir=output_folder,
+        settings=config["rtss"],
     script:
         "../scripts/rtss_case.py"

@@ -6,15 +6,15 @@ rule scan_shard:
         get_input_dir_marker,
     output:
         out("work/scan/shard-{shard}.parquet"),
-    params:
-        input_dir=str(INPUT_DIR),
-        n_shards=N_SCAN_SHARDS,
-    conda:
-        "../../envs/metsprep.yaml"
     log:
         out("logs/scan/shard-{shard}.log"),
     benchmark:
         out("benchmarks/scan/shard-{shard}.tsv")
+    conda:
+        "../../envs/metsprep.yaml"
+    params:
+        input_dir=str(INPUT_DIR),
+        n_shards=N_SCAN_SHARDS,
     script:
         "../scripts/scan_shard.py"
 
@@ -24,11 +24,11 @@ rule scan:
         expand(out("work/scan/shard-{shard}.parquet"), shard=range(N_SCAN_SHARDS)),
     output:
         out("catalog/inventory.parquet"),
-    conda:
-        "../../envs/metsprep.yaml"
     log:
         out("logs/scan/merge.log"),
     benchmark:
         out("benchmarks/scan/merge.tsv")
+    conda:
+        "../../envs/metsprep.yaml"
     script:
         "../scripts/scan.py"

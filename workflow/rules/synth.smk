@@ -6,16 +6,16 @@ rule synth:
     output:
         dicom=directory(out("demo_cohort/dicom")),
         truth=out("demo_cohort/truth/truth.json"),
-    params:
-        root=out("demo_cohort"),
-        n_cases=config["demo"]["n_cases"],
-        seed=config["demo"]["seed"],
-        layout=config["demo"]["layout"],
-    conda:
-        "../../envs/metsprep.yaml"
     log:
         out("logs/synth.log"),
     benchmark:
         out("benchmarks/synth.tsv")
+    conda:
+        "../../envs/metsprep.yaml"
+    params:
+        root=lambda wildcards, output: str(Path(output.truth).parents[1]),
+        n_cases=config["demo"]["n_cases"],
+        seed=config["demo"]["seed"],
+        layout=config["demo"]["layout"],
     script:
         "../scripts/synth.py"

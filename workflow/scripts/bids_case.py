@@ -5,8 +5,8 @@ from _common import start
 
 start(snakemake)
 
-from metsprep.bids import convert_case  # noqa: E402
-from metsprep.settings import BidsSettings  # noqa: E402
+from metsprep.bids import convert_case
+from metsprep.settings import BidsSettings
 
 convert_case(
     Path(snakemake.input.plan),

@@ -5,6 +5,6 @@ from _common import start
 
 start(snakemake)
 
-from metsprep.bids import write_dataset_files  # noqa: E402
+from metsprep.bids import write_dataset_files
 
 write_dataset_files([Path(p) for p in snakemake.input], Path(snakemake.params.output_dir))

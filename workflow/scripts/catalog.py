@@ -5,7 +5,7 @@ from _common import start
 
 start(snakemake)
 
-from metsprep.catalog.merge import build_catalog  # noqa: E402
+from metsprep.catalog.merge import build_catalog
 
 build_catalog(
     inventory_parquet=Path(snakemake.input.inventory),

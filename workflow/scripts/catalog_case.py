@@ -5,8 +5,8 @@ from _common import start
 
 start(snakemake)
 
-from metsprep.catalog.case import catalog_case  # noqa: E402
-from metsprep.settings import LocationSettings  # noqa: E402
+from metsprep.catalog.case import catalog_case
+from metsprep.settings import LocationSettings
 
 catalog_case(
     plan_json=Path(snakemake.input.plan),

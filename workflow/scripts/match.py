@@ -5,8 +5,8 @@ from _common import start
 
 start(snakemake)
 
-from metsprep.match import run_match  # noqa: E402
-from metsprep.settings import MatchSettings  # noqa: E402
+from metsprep.match import run_match
+from metsprep.settings import MatchSettings
 
 run_match(
     inventory_parquet=Path(snakemake.input.inventory),

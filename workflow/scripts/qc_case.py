@@ -5,7 +5,7 @@ from _common import start
 
 start(snakemake)
 
-from metsprep.qc import case_figures  # noqa: E402
+from metsprep.qc import case_figures
 
 case_figures(
     case_json=Path(snakemake.input.case),

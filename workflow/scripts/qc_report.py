@@ -5,7 +5,7 @@ from _common import start
 
 start(snakemake)
 
-from metsprep.qc import build_report  # noqa: E402
+from metsprep.qc import build_report
 
 build_report(
     series_parquet=Path(snakemake.input.series),

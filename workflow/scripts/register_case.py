@@ -5,8 +5,8 @@ from _common import start
 
 start(snakemake)
 
-from metsprep.register import register_case  # noqa: E402
-from metsprep.settings import RegistrationSettings  # noqa: E402
+from metsprep.register import register_case
+from metsprep.settings import RegistrationSettings
 
 register_case(
     Path(snakemake.input.bids),

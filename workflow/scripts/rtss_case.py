@@ -5,8 +5,8 @@ from _common import start
 
 start(snakemake)
 
-from metsprep.rtss import rasterize_case  # noqa: E402
-from metsprep.settings import RtssSettings  # noqa: E402
+from metsprep.rtss import rasterize_case
+from metsprep.settings import RtssSettings
 
 rasterize_case(
     Path(snakemake.input.plan),

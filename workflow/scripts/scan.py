@@ -5,6 +5,6 @@ from _common import start
 
 start(snakemake)
 
-from metsprep.scan import merge_shards  # noqa: E402
+from metsprep.scan import merge_shards
 
 merge_shards([Path(p) for p in snakemake.input], Path(snakemake.output[0]))

@@ -5,7 +5,7 @@ from _common import start
 
 start(snakemake)
 
-from metsprep.scan import scan_shard  # noqa: E402
+from metsprep.scan import scan_shard
 
 scan_shard(
     Path(snakemake.params.input_dir),

@@ -5,7 +5,7 @@ from _common import start
 
 start(snakemake)
 
-from metsprep.synth import generate_cohort  # noqa: E402
+from metsprep.synth import generate_cohort
 
 generate_cohort(
     Path(snakemake.params.root),

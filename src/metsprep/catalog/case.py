@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
+
 from metsprep import location
 from metsprep.catalog.lesion_features import (
     SCALP_AND_SKULL_MM,
@@ -46,7 +48,6 @@ from metsprep.frames import Grid
 from metsprep.location import Vocabulary
 from metsprep.masks import head_mask_ijk
 from metsprep.settings import LocationSettings
-from numpy.typing import NDArray
 
 log = logging.getLogger("metsprep.catalog")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
+
 from metsprep.catalog.schemas import TABLE_DESCRIPTIONS
 
 

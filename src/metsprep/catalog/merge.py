@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+
 from metsprep.atomic import write_text
 from metsprep.catalog.dictionary import data_dictionary
 from metsprep.catalog.schemas import (

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
 from metsprep.atomic import write_parquet
 
 CREATED_BY = "metsprep.catalog"
@@ -39,7 +40,7 @@ def _c(name: str, type_: pa.DataType, description: str, unit: str | None = None)
     return Column(name, type_, description, unit)
 
 
-S, F, I, B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
+S, F, INT, B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
 STRINGS = pa.list_(pa.string())
 
 
@@ -54,12 +55,12 @@ def _intensity_columns() -> list[Column]:
 LESION_COLUMNS: list[Column] = [
     _c("case_id", S, "Case identifier sub-<subject>_ses-<session>"),
     _c("patient_id", S, "DICOM Patient ID (0010,0020)"),
-    _c("roi_number", I, "ROI Number (3006,0022) of the structure in the RT Structure Set"),
+    _c("roi_number", INT, "ROI Number (3006,0022) of the structure in the RT Structure Set"),
     _c("roi_name", S, "ROI Name (3006,0026) as written by the planning system"),
-    _c("label", I, "Value of the lesion in the lesion label map (lesion_labels_nifti); null when the ROI has no voxel"),
+    _c("label", INT, "Value of the lesion in the lesion label map (lesion_labels_nifti); null when the ROI has no voxel"),
     _c("volume_mm3", F, "Voxel count of the lesion in the label map times the T1C voxel volume (voxel centre inside the contour, even-odd rule)", "mm3"),
     _c("contour_volume_mm3", F, "Planimetric volume of the RTSS polygons: sum of polygon areas (holes subtract) times the T1C slice spacing", "mm3"),
-    _c("voxel_count", I, "Number of voxels of the lesion in the label map", "voxel"),
+    _c("voxel_count", INT, "Number of voxels of the lesion in the label map", "voxel"),
     _c("centroid_lps_x_mm", F, "Centroid of the lesion voxels, DICOM patient x (LPS: + = patient left)", "mm"),
     _c("centroid_lps_y_mm", F, "Centroid of the lesion voxels, DICOM patient y (LPS: + = posterior)", "mm"),
     _c("centroid_lps_z_mm", F, "Centroid of the lesion voxels, DICOM patient z (LPS: + = superior)", "mm"),
@@ -69,15 +70,15 @@ LESION_COLUMNS: list[Column] = [
     _c("centroid_i", F, "Centroid voxel index i (column) on the T1C grid, zero-based", "voxel"),
     _c("centroid_j", F, "Centroid voxel index j (row) on the T1C grid, zero-based", "voxel"),
     _c("centroid_k", F, "Centroid voxel index k (slice) on the T1C grid, zero-based", "voxel"),
-    _c("n_slices", I, "Number of T1C slices (k planes) the lesion occupies in the label map"),
-    _c("n_contours", I, "Number of contours of the ROI in the RT Structure Set"),
-    _c("n_contours_used", I, "Number of contours placed on a T1C slice and rasterized"),
+    _c("n_slices", INT, "Number of T1C slices (k planes) the lesion occupies in the label map"),
+    _c("n_contours", INT, "Number of contours of the ROI in the RT Structure Set"),
+    _c("n_contours_used", INT, "Number of contours placed on a T1C slice and rasterized"),
     _c("max_diameter_mm", F, "Maximum 3D diameter: largest distance between two lesion voxel centres", "mm"),
     _c("longest_axial_diameter_mm", F, "RANO-BM longest diameter: largest in-plane distance between two lesion voxel centres on a single T1C slice", "mm"),
-    _c("longest_axial_diameter_slice_k", I, "T1C slice index k on which the longest axial diameter lies"),
+    _c("longest_axial_diameter_slice_k", INT, "T1C slice index k on which the longest axial diameter lies"),
     _c("rano_measurable", B, "RANO-BM measurable: longest axial diameter >= 10 mm and seen on >= 2 slices"),
     _c("equivalent_diameter_mm", F, "Diameter of the sphere with the lesion's volume, (6 V / pi)^(1/3)", "mm"),
-    *[_c(f"bbox_{a}_{m}", I, f"{'Smallest' if m == 'min' else 'Largest'} voxel index {a} of the lesion on the T1C grid", "voxel") for a in "ijk" for m in ("min", "max")],
+    *[_c(f"bbox_{a}_{m}", INT, f"{'Smallest' if m == 'min' else 'Largest'} voxel index {a} of the lesion on the T1C grid", "voxel") for a in "ijk" for m in ("min", "max")],
     *[_c(f"bbox_lps_{a}_{m}_mm", F, f"{'Smallest' if m == 'min' else 'Largest'} LPS {a} of the lesion voxel centres", "mm") for a in "xyz" for m in ("min", "max")],
     _c("hemisphere", S, "L, R, midline or unknown: from the ROI name where it says, else from the geometry"),
     _c("region", S, "Region (frontal, temporal, parietal, occipital, insula, deep, cerebellum, brainstem, unknown): from the ROI name, else the geometry"),
@@ -105,7 +106,7 @@ _REG_COLUMNS = [
     for col in (
         _c(f"{seq}_metric_before", F, f"Mattes mutual information between T1C and {seq.upper()} before registration (lower is better)", "1"),
         _c(f"{seq}_metric_after", F, f"Mattes mutual information between T1C and {seq.upper()} after registration", "1"),
-        _c(f"{seq}_iterations", I, f"Optimizer iterations of the {seq.upper()} registration"),
+        _c(f"{seq}_iterations", INT, f"Optimizer iterations of the {seq.upper()} registration"),
         _c(f"{seq}_stop_condition", S, f"Optimizer stop condition of the {seq.upper()} registration"),
         _c(f"{seq}_rotation_deg", F, f"Total rotation angle of the {seq.upper()} -> T1C rigid transform", "deg"),
         _c(f"{seq}_translation_mm", F, f"Translation norm of the {seq.upper()} -> T1C rigid transform at the rotation centre", "mm"),
@@ -132,9 +133,9 @@ CASE_COLUMNS: list[Column] = [
     _c("lesion_labels_nifti", S, "Integer lesion label map on the T1C grid, 0 = background, value = lesion label"),
     _c("lesion_mask_nifti", S, "Binary union of all lesions on the T1C grid"),
     _c("head_mask_nifti", S, "Head mask from the RTSS *Skull structure on the T1C grid; null where there is none"),
-    _c("n_lesions", I, "Number of lesion ROIs (rows of lesions.parquet for this case)"),
-    _c("n_lesions_labelled", I, "Number of lesions with at least one voxel in the label map"),
-    _c("n_rano_measurable", I, "Number of RANO-BM measurable lesions"),
+    _c("n_lesions", INT, "Number of lesion ROIs (rows of lesions.parquet for this case)"),
+    _c("n_lesions_labelled", INT, "Number of lesions with at least one voxel in the label map"),
+    _c("n_rano_measurable", INT, "Number of RANO-BM measurable lesions"),
     _c("total_lesion_volume_mm3", F, "Sum of the lesion volumes (label map)", "mm3"),
     _c("largest_lesion_volume_mm3", F, "Volume of the largest lesion", "mm3"),
     _c("largest_diameter_mm", F, "Largest maximum 3D diameter of the case's lesions", "mm"),
@@ -157,7 +158,7 @@ CASE_COLUMNS: list[Column] = [
     _c("study_date", S, "Study Date (0008,0020) as written (de-identified: generalised)"),
     _c("study_time", S, "Study Time (0008,0030) as written"),
     _c("match_method", S, "How the RT Structure Set was matched to its images: sop_uid, series_uid or geometry"),
-    _c("n_rtss", I, "Number of RT Structure Sets found for the study (the newest is used)"),
+    _c("n_rtss", INT, "Number of RT Structure Sets found for the study (the newest is used)"),
     _c("non_lesion_rois", STRINGS, "Names of the RTSS structures that are not lesions (e.g. *Skull)"),
     _c("flags", STRINGS, "Short flags of all stages (matching, conversion, rasterization, registration, location)"),
     _c("matching_flags", STRINGS, "Flags of the match stage"),
@@ -174,15 +175,15 @@ SERIES_COLUMNS: list[Column] = [
     _c("series_description", S, "Series Description (0008,103E)"),
     _c("sequence", S, "T1, T1C, T2, OTHER (RTSS: RTSTRUCT)"),
     _c("sequence_source", S, "What decided the sequence: description, acquisition, config_override, ..."),
-    _c("n_instances", I, "Number of DICOM instances of the series"),
-    _c("rows", I, "Rows (0028,0010)", "pixel"),
-    _c("columns", I, "Columns (0028,0011)", "pixel"),
+    _c("n_instances", INT, "Number of DICOM instances of the series"),
+    _c("rows", INT, "Rows (0028,0010)", "pixel"),
+    _c("columns", INT, "Columns (0028,0011)", "pixel"),
     _c("pixel_spacing_row_mm", F, "Pixel Spacing (0028,0030) between rows", "mm"),
     _c("pixel_spacing_col_mm", F, "Pixel Spacing (0028,0030) between columns", "mm"),
     _c("slice_thickness_mm", F, "Slice Thickness (0018,0050)", "mm"),
     _c("slice_spacing_mm", F, "Distance between slice centres measured from Image Position (Patient)", "mm"),
     _c("nifti", S, "Exported NIfTI image (path relative to output_dir); null where not exported"),
-    _c("series_number", I, "Series Number (0020,0011)"),
+    _c("series_number", INT, "Series Number (0020,0011)"),
     _c("sequence_rule", S, "Id of the classification rule that decided the sequence (metsprep/data/sequence_rules.yaml)"),
     _c("sequence_flags", STRINGS, "Classification flags (e.g. ambiguous, no_contrast_marker)"),
     _c("orientation", S, "Slice orientation from the slice normal: axial, coronal, sagittal or oblique"),
@@ -276,7 +277,7 @@ def rows_to_table(rows: list[dict[str, Any]], columns: list[Column], table: str,
     keys = [k for k in SORT_KEYS.get(table, []) if any(c.name == k for c in columns)]
     schema = table_schema(columns, table, {**(extra_metadata or {}), "sort_keys": json.dumps(keys)})
 
-    def sort_key(row: dict[str, Any]) -> tuple:
+    def sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple((row.get(k) is None, row.get(k) if row.get(k) is not None else 0) for k in keys)
 
     rows = sorted(rows, key=sort_key)

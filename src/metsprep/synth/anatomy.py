@@ -45,7 +45,7 @@ class TissueMaps:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.brain.shape  # type: ignore[return-value]
+        return self.brain.shape
 
 
 def _ramp(x: np.ndarray, lo: float, hi: float, width: float = 1.0) -> np.ndarray:

@@ -367,7 +367,7 @@ def _skull_contours(t1c: StackGeometry, mni_ijk_from_t1c: np.ndarray) -> list[Ro
         if (head > 0.5).sum() * 1.5**2 < 400.0:
             continue
         lines = contourpy.contour_generator(g, g, head.T, name="serial").lines(0.5)
-        closed = [ln for ln in lines if len(ln) >= 8 and np.allclose(ln[0], ln[-1])]
+        closed = [np.asarray(ln) for ln in lines if len(ln) >= 8 and np.allclose(np.asarray(ln)[0], np.asarray(ln)[-1])]
         if not closed:
             continue
         outer = max(closed, key=len)[:-1]  # (x = along row, y = along col), last point repeats the first
@@ -699,7 +699,7 @@ def _generate_study(
             ds.SliceLocation = format_ds(float(pos @ geom.normal), 4)
             ds.AcquisitionTime = ds.ContentTime = _hhmmss(t_min * 60 + k)
             set_pixels(ds, stored[k], pixel_rep)
-            used_ts = write_dataset(ds, dicom_dir / rel_paths[k], settings["transfer_syntax"])
+            used_ts = write_dataset(ds, dicom_dir / str(rel_paths[k]), settings["transfer_syntax"])
         series_truth[role] = {
             "series_instance_uid": series_uids[role],
             "series_number": numbers[role],
@@ -745,7 +745,7 @@ def _generate_study(
     if patient["skull_first"]:
         roi_number = 2
     lesions_without_contours = []
-    for idx, (les, info) in enumerate(lesions):
+    for _idx, (les, info) in enumerate(lesions):
         labels = _anatomical_labels(les, pose, label_rng)
         contours = _lesion_contours(les, t1c)
         if not contours:  # falls between two slice planes: nobody could have drawn it
@@ -906,5 +906,5 @@ def _relative_path(
         return f"c{case_index:04d}s{study_index + 1}_{name}"
     study_folder = f"ST_{date}_{study_uid.rsplit('.', 2)[-2][-6:]}"
     series_folder = f"SE{series_number:03d}_{_sanitize(description)}"
-    leaf = "rtss.dcm" if file_number is None else f"IM{k + 1:04d}.dcm"
+    leaf = "rtss.dcm" if file_number is None or k is None else f"IM{k + 1:04d}.dcm"
     return f"{patient['patient_id']}/{study_folder}/{series_folder}/{leaf}"

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
-    JPEG2000Lossless,
+    UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000Lossless,
     MRImageStorage,
     RLELossless,
-    UID,
 )
 
 DCMTK_ROOT = "1.2.276.0.7230010.3"
