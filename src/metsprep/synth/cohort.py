@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from metsprep.atomic import write_text
 from metsprep.jsonio import to_jsonable
 
 from . import anatomy
@@ -433,9 +435,7 @@ def generate_cohort(
         },
         "cases": cases,
     }
-    truth_path = out_dir / "truth" / "truth.json"
-    truth_path.parent.mkdir(parents=True, exist_ok=True)
-    truth_path.write_text(json.dumps(truth, indent=1, sort_keys=False) + "\n")
+    write_text(out_dir / "truth" / "truth.json", json.dumps(truth, indent=1, sort_keys=False) + "\n")
     return truth
 
 
@@ -491,10 +491,9 @@ def _generate_patient(
     results = []
     for study_index, study in enumerate(studies):
         date = f"1901{_month_day(days[study_index])}"
-        entry, anatomical_lesions = _generate_study(
-            dicom_dir, layout, uids, case_index, study_index, n_studies, patient, study, date,
-            settings, requests, lesion_rng, anatomical_lesions, opts,
-        )
+        context = StudyContext(dicom_dir, layout, uids, case_index, study_index, n_studies, patient, study, date,
+                               settings, opts)  # fmt: skip
+        entry, anatomical_lesions = _generate_study(context, requests, lesion_rng, anatomical_lesions)
         results.append(entry)
     return results
 
@@ -506,26 +505,120 @@ def _month_day(day_of_year: int) -> str:
     return f"{d.month:02d}{d.day:02d}"
 
 
+@dataclass(frozen=True)
+class StudyContext:
+    """What one study of one patient is generated from (drawn values, options, where to write)."""
+
+    dicom_dir: Path
+    layout: str
+    uids: UidFactory
+    case_index: int
+    study_index: int
+    n_studies: int
+    patient: dict[str, Any]
+    study: dict[str, Any]
+    date: str
+    settings: dict[str, Any]
+    opts: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.case_index, self.study_index)
+
+    @property
+    def case_folder(self) -> str:
+        return f"{self.patient['patient_id']}_{self.study_index + 1}"
+
+    def relative_path(self, series_number: int, description: str, file_number: int | None, k: int | None,
+                      study_uid: str) -> str:  # fmt: skip
+        return _relative_path(self.layout, self.patient, self.case_index, self.study_index, study_uid, self.date,
+                              series_number, description, self.case_folder, file_number, k)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StudyFrame:
+    """Where the head is: the T1C pose in MNI, each series' motion and slice stack."""
+
+    scale: float
+    pose: np.ndarray  # t1c_lps_from_mni_lps
+    mni_lps_from_t1c: np.ndarray
+    mni_ijk_from_t1c: np.ndarray
+    rotation_centre: np.ndarray
+    motions: dict[str, np.ndarray]  # moving LPS from T1C LPS (T1C: identity)
+    transforms: dict[str, dict[str, Any]]  # truth of each motion
+    stacks: dict[str, StackGeometry]
+
+
+@dataclass(frozen=True)
+class StudyUids:
+    study: str
+    frame: str
+    series: dict[str, str]
+    sops: dict[str, list[str]]
+
+
 def _generate_study(
-    dicom_dir: Path, layout: str, uids: UidFactory, case_index: int, study_index: int, n_studies: int,
-    patient: dict[str, Any], study: dict[str, Any], date: str, settings: dict[str, Any],
-    requests: list[dict[str, Any]], lesion_rng: np.random.Generator,
-    anatomical_lesions: list[dict[str, Any]] | None, opts: dict[str, Any],
+    ctx: StudyContext, requests: list[dict[str, Any]], lesion_rng: np.random.Generator,
+    anatomical_lesions: list[dict[str, Any]] | None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Write one study (three MR series and the RTSS) and return its truth entry."""
+    frame = _study_frame(ctx)
+    lesions, anatomical_lesions = _study_lesions(ctx, frame, requests, lesion_rng, anatomical_lesions)
+    ids = StudyUids(
+        study=ctx.uids.uid("study", *ctx.key),
+        frame=ctx.uids.uid("frame", *ctx.key),
+        series={r: ctx.uids.uid("series", *ctx.key, r) for r in SEQUENCES},
+        sops={r: [ctx.uids.uid("instance", *ctx.key, r, k) for k in range(frame.stacks[r].n_slices)] for r in SEQUENCES},
+    )
+    common = _study_attributes(ctx, ids)
+    series_truth, t_min = _write_series(ctx, frame, lesions, ids, common)
+    structure_set = _write_structure_set(ctx, frame, lesions, ids, common, t_min)
+    present = [r for r in SEQUENCES if r not in ctx.settings["omit_series"]]
+    status, reason, flags, faults = _expected_outcome(ctx.settings, series_truth, present)
+    settings, patient, layout = ctx.settings, ctx.patient, ctx.layout
+    rtss_rel = structure_set["rtss"]["file"]
+    entry = {
+        "case_index": ctx.case_index,
+        "study_index": ctx.study_index,
+        "n_studies": ctx.n_studies,
+        "patient_id": patient["patient_id"],
+        "patient_name": patient["patient_name"],
+        "patient_sex": patient["sex"],
+        "patient_age": common["PatientAge"],
+        "study_instance_uid": ids.study,
+        "study_date": ctx.date,
+        "frame_of_reference_uid": ids.frame,
+        "folder": None if layout == "flat" else (ctx.case_folder if layout == "per_case" else str(Path(rtss_rel).parent.parent)),
+        "expected_status": status,
+        "expected_status_reason": reason,
+        "expected_flags": flags,
+        "faults": faults,
+        "options": to_jsonable(ctx.opts),
+        "settings": to_jsonable(settings),
+        "manufacturer_model_name": patient["model"],
+        "magnetic_field_strength": patient["field_strength"],
+        "t1c_identified_only_by_rtss": bool(settings["ambiguous_t1_descriptions"] and "T1C" in present),
+        "head": {"scale": frame.scale, "t1c_lps_from_mni_lps": _mat(frame.pose)},
+        "series": series_truth,
+        "transforms": {r: (frame.transforms[r] if series_truth.get(r) else None) for r in ("T1", "T2")},
+        "brain_points_t1c_lps": [_vec(p) for p in _brain_points(ctx, frame)],
+        **structure_set,
+    }
+    return entry, anatomical_lesions
+
+
+def _study_frame(ctx: StudyContext) -> StudyFrame:
+    """The head's pose, the known motions of T1 and T2 (T1C is the reference) and the stacks."""
     maps = anatomy.tissue_maps()
-    key = (case_index, study_index)
-    scale = patient["head_scale"]
-    pose = _pose(scale, study)  # t1c_lps_from_mni_lps
+    scale = ctx.patient["head_scale"]
+    pose = _pose(scale, ctx.study)  # t1c_lps_from_mni_lps
     mni_lps_from_t1c = np.linalg.inv(pose)
-    mni_ijk_from_t1c = np.linalg.inv(maps.lps_from_ijk) @ mni_lps_from_t1c
     _, _, centroid_mni = anatomy.brain_candidates()
     rotation_centre = apply_affine(pose, centroid_mni)
-
-    # motions (T1C is the reference) and stacks
     motions = {"T1C": np.eye(4)}
     transforms = {}
     for role in ("T1", "T2"):
-        d = study["series"][role]
+        d = ctx.study["series"][role]
         rot = rotation_matrix(d["motion_axis"], d["motion_angle"])
         m = rigid_about(rot, rotation_centre, d["motion_translation"])
         motions[role] = m
@@ -538,338 +631,285 @@ def _generate_study(
             "translation_mm": _vec(d["motion_translation"]),
             "center_of_rotation_lps_mm": _vec(rotation_centre),
         }
+    settings = ctx.settings
     stacks = {
-        role: _stack_for(role, study["series"][role], pose, scale, settings["matrix"], settings["tilt_deg"], motions[role])
+        role: _stack_for(role, ctx.study["series"][role], pose, scale, settings["matrix"], settings["tilt_deg"], motions[role])
         for role in SEQUENCES
     }
-    t1c = stacks["T1C"]
+    return StudyFrame(scale, pose, mni_lps_from_t1c, np.linalg.inv(maps.lps_from_ijk) @ mni_lps_from_t1c,
+                      rotation_centre, motions, transforms, stacks)  # fmt: skip
 
-    # lesions in the T1C frame
+
+def _study_lesions(
+    ctx: StudyContext, frame: StudyFrame, requests: list[dict[str, Any]], lesion_rng: np.random.Generator,
+    anatomical_lesions: list[dict[str, Any]] | None,
+) -> tuple[list[tuple[Lesion, dict[str, Any]]], list[dict[str, Any]]]:
+    """Lesions in the T1C frame: placed anew at a patient's first study, then the same
+    lesions (in MNI) grown or shrunk at the later ones."""
+    t1c, pose, scale = frame.stacks["T1C"], frame.pose, frame.scale
     if anatomical_lesions is None:
         placed = _place_lesions(lesion_rng, requests, pose, scale, t1c)
         anatomical_lesions = [
             {
-                "centre_mni_lps": apply_affine(mni_lps_from_t1c, les.centre_lps),
+                "centre_mni_lps": apply_affine(frame.mni_lps_from_t1c, les.centre_lps),
                 "radius_mni": les.radius_mm / scale,
-                "terms_mni": [ShapeTerm(t.degree, tuple(mni_lps_from_t1c[:3, :3] @ np.asarray(t.axis) * scale), t.coefficient)
+                "terms_mni": [ShapeTerm(t.degree, tuple(frame.mni_lps_from_t1c[:3, :3] @ np.asarray(t.axis) * scale), t.coefficient)
                               for t in les.terms],
                 "lesion": les, "info": info,
             }
             for les, info in placed
-        ]
-        lesions = [(a["lesion"], a["info"]) for a in anatomical_lesions]
-    else:
-        growth_rng = np.random.default_rng(study["lesion_growth_seed"])
-        lesions = []
-        rot = pose[:3, :3] / scale
-        for a in anatomical_lesions:
-            base = a["lesion"]
-            for growth in (float(growth_rng.uniform(0.6, 1.2)), 0.8, 0.6, 0.4):
-                les = Lesion(apply_affine(pose, a["centre_mni_lps"]), a["radius_mni"] * scale * growth,
-                             [ShapeTerm(t.degree, tuple(rot @ np.asarray(t.axis)), t.coefficient) for t in a["terms_mni"]],
-                             base.ring_enhancing, base.core_fraction, base.oedema_extent)
-                if _fits_in_brain(les, mni_ijk_from_t1c):
-                    break
-            s, lo, hi = _slab_interval(t1c, les.centre_lps)
-            if lo + les.max_radius_mm + t1c.slice_spacing < s < hi - les.max_radius_mm - t1c.slice_spacing:
-                lesions.append((les, dict(a["info"], growth_factor=growth)))
+        ]  # fmt: skip
+        return [(a["lesion"], a["info"]) for a in anatomical_lesions], anatomical_lesions
+    growth_rng = np.random.default_rng(ctx.study["lesion_growth_seed"])
+    lesions = []
+    rot = pose[:3, :3] / scale
+    for a in anatomical_lesions:
+        base = a["lesion"]
+        for growth in (float(growth_rng.uniform(0.6, 1.2)), 0.8, 0.6, 0.4):
+            les = Lesion(apply_affine(pose, a["centre_mni_lps"]), a["radius_mni"] * scale * growth,
+                         [ShapeTerm(t.degree, tuple(rot @ np.asarray(t.axis)), t.coefficient) for t in a["terms_mni"]],
+                         base.ring_enhancing, base.core_fraction, base.oedema_extent)  # fmt: skip
+            if _fits_in_brain(les, frame.mni_ijk_from_t1c):
+                break
+        s, lo, hi = _slab_interval(t1c, les.centre_lps)
+        if lo + les.max_radius_mm + t1c.slice_spacing < s < hi - les.max_radius_mm - t1c.slice_spacing:
+            lesions.append((les, dict(a["info"], growth_factor=growth)))
+    return lesions, anatomical_lesions
 
-    # UIDs
-    study_uid = uids.uid("study", *key)
-    frame_uid = uids.uid("frame", *key)
-    present = [r for r in SEQUENCES if r not in settings["omit_series"]]
-    series_uids = {r: uids.uid("series", *key, r) for r in SEQUENCES}
-    sop_uids = {r: [uids.uid("instance", *key, r, k) for k in range(stacks[r].n_slices)] for r in SEQUENCES}
 
-    # descriptions
-    descriptions = {r: study["series"][r]["description"] for r in SEQUENCES}
-    if settings["ambiguous_t1_descriptions"]:
+def _descriptions(ctx: StudyContext) -> dict[str, str]:
+    descriptions = {r: str(ctx.study["series"][r]["description"]) for r in SEQUENCES}
+    if ctx.settings["ambiguous_t1_descriptions"]:
         descriptions["T1C"] = descriptions["T1"] = "AX T1"
     elif descriptions["T1"] == "AX T1" and descriptions["T1C"] == "AX T1":
         descriptions["T1"] = "AX T1 PRE"
+    return descriptions
 
-    common = {
+
+def _study_attributes(ctx: StudyContext, ids: StudyUids) -> dict[str, Any]:
+    """Patient and study attributes shared by every file of the study."""
+    patient, study = ctx.patient, ctx.study
+    return {
         "PatientName": patient["patient_name"],
         "PatientID": patient["patient_id"],
         "PatientBirthDate": patient["birth_date"],
         "PatientSex": patient["sex"],
-        "PatientAge": f"{patient['age'] + study_index // 4:03d}Y",
-        "StudyInstanceUID": study_uid,
-        "StudyDate": date,
+        "PatientAge": f"{patient['age'] + ctx.study_index // 4:03d}Y",
+        "StudyInstanceUID": ids.study,
+        "StudyDate": ctx.date,
         "StudyTime": _hhmmss(study["study_time_min"] * 60),
-        "StudyID": str(1000 + (int(patient["patient_id"]) + study_index) % 9000),
+        "StudyID": str(1000 + (int(patient["patient_id"]) + ctx.study_index) % 9000),
         "AccessionNumber": "",
         "ReferringPhysicianName": "",
         "StudyDescription": study["study_description"],
     }
 
-    # files: numbering over the case's images in series-number order
-    order = [r for r in study["series_order"]]
+
+def _write_series(
+    ctx: StudyContext, frame: StudyFrame, lesions: list[tuple[Lesion, dict[str, Any]]], ids: StudyUids,
+    common: dict[str, Any],
+) -> tuple[dict[str, Any], int]:
+    """Render and write the three MR series (files numbered over the study in series-number
+    order); returns their truth and the acquisition clock after the last one (minutes)."""
+    maps = anatomy.tissue_maps()
+    study, settings = ctx.study, ctx.settings
+    present = [r for r in SEQUENCES if r not in settings["omit_series"]]
+    descriptions = _descriptions(ctx)
+    order = list(study["series_order"])
     numbers = dict(zip(order, study["series_numbers"]))
-    case_folder = f"{patient['patient_id']}_{study_index + 1}"
     file_counter = 0
     series_truth: dict[str, Any] = {}
-    noise_seed = np.random.SeedSequence([patient["noise_rng_seed"], study_index])
+    noise_seed = np.random.SeedSequence([ctx.patient["noise_rng_seed"], ctx.study_index])
     noise_rngs = dict(zip(SEQUENCES, [np.random.default_rng(s) for s in noise_seed.spawn(3)]))
     t_min = study["study_time_min"]
     for position, role in enumerate(order):
-        geom = stacks[role]
+        geom = frame.stacks[role]
         d = study["series"][role]
         t_min += int(4 + 3 * position)
         n = geom.n_slices
         missing = None
         if settings["missing_slice"] == role:
             missing = 2 + int(d["missing_index_fraction"] * (n - 4))
-        rel_paths: list[str | None] = []
+        rel_paths: list[str] = []
         for k in range(n):
             file_counter += 1
-            rel_paths.append(_relative_path(layout, patient, case_index, study_index, study_uid, date,
-                                            numbers[role], descriptions[role], case_folder, file_counter, k))
+            rel_paths.append(ctx.relative_path(numbers[role], descriptions[role], file_counter, k, ids.study))
         if role not in present:
             series_truth[role] = None
             continue
         real = render_series(
-            maps, geom, np.linalg.inv(motions[role]), mni_lps_from_t1c,
+            maps, geom, np.linalg.inv(frame.motions[role]), frame.mni_lps_from_t1c,
             [les for les, _ in lesions],
-            RenderParams(role, d["gain"], d["bias"], np.asarray(apply_affine(motions[role], rotation_centre)), d["noise"]),
+            RenderParams(role, d["gain"], d["bias"], np.asarray(apply_affine(frame.motions[role], frame.rotation_centre)), d["noise"]),
             noise_rngs[role],
-        )
-        rescale = settings["rescale"]
-        slope = float(rescale["slope"]) if rescale else 1.0
-        intercept = float(rescale["intercept"]) if rescale else 0.0
-        stored, pixel_rep = quantise(real, slope, intercept)
-        agent = settings["contrast_agent"] if role == "T1C" else None
-        spacing_tag = d["gap"] if d["spacing_tag_is_gap"] else geom.slice_spacing
-        series_attrs = {
-            "Modality": "MR",
-            "Manufacturer": "GE MEDICAL SYSTEMS",
-            "ManufacturerModelName": patient["model"],
-            "SoftwareVersions": SOFTWARE[patient["model"]],
-            "MagneticFieldStrength": format_ds(patient["field_strength"], 1),
-            "SeriesInstanceUID": series_uids[role],
-            "SeriesNumber": numbers[role],
-            "SeriesDescription": descriptions[role],
-            "ProtocolName": patient["protocol"],
-            "SeriesDate": date,
-            "SeriesTime": _hhmmss(t_min * 60),
-            "AcquisitionDate": date,
-            "ContentDate": date,
-            "FrameOfReferenceUID": frame_uid,
-            "PositionReferenceIndicator": "",
-            "BodyPartExamined": "HEAD",
-            "PatientPosition": "HFS",
-            "ScanningSequence": "SE",
-            "SequenceVariant": d["variant"].split("\\"),
-            "ScanOptions": d["scan_options"],
-            "MRAcquisitionType": "2D",
-            "SliceThickness": format_ds(geom.slice_thickness, 4),
-            "RepetitionTime": format_ds(d["tr"], 3),
-            "EchoTime": format_ds(d["te"], 3),
-            "NumberOfAverages": str(d["averages"]),
-            "ImagingFrequency": "63.86" if patient["field_strength"] == 1.5 else "127.77",
-            "ImagedNucleus": "1H",
-            "EchoNumbers": "1",
-            "SpacingBetweenSlices": format_ds(spacing_tag, 4),
-            "NumberOfPhaseEncodingSteps": str(int(geom.rows * 0.75)),
-            "EchoTrainLength": str(d["etl"]),
-            "PercentSampling": "100",
-            "PercentPhaseFieldOfView": format_ds(d["phase_fov"], 1),
-            "PixelBandwidth": format_ds(d["bandwidth"], 4),
-            "ReceiveCoilName": "HEAD",
-            "AcquisitionMatrix": [0, geom.rows, int(geom.rows * 0.75), 0],
-            "InPlanePhaseEncodingDirection": d["phase_dir"],
-            "FlipAngle": "90",
-            "ContrastBolusAgent": agent,
-            "ImageOrientationPatient": geom.iop_strings,
-            "PixelSpacing": [format_ds(v, 6) for v in geom.pixel_spacing],
-            "WindowCenter": "600" if role != "T2" else "900",
-            "WindowWidth": "1200" if role != "T2" else "1800",
-        }
-        if rescale:
-            series_attrs.update(RescaleIntercept=format_ds(intercept, 6), RescaleSlope=format_ds(slope, 6), RescaleType="US")
-        used_ts = None
-        ds = mr_dataset(common, series_attrs, {})  # reused: only per-instance attributes change
-        for k in range(n):
-            if k == missing:
-                continue
-            pos = geom.positions[k]
-            ds.SOPInstanceUID = sop_uids[role][k]
-            ds.InstanceNumber = k + 1
-            ds.ImagePositionPatient = geom.ipp_strings[k]
-            ds.SliceLocation = format_ds(float(pos @ geom.normal), 4)
-            ds.AcquisitionTime = ds.ContentTime = _hhmmss(t_min * 60 + k)
-            set_pixels(ds, stored[k], pixel_rep)
-            used_ts = write_dataset(ds, dicom_dir / str(rel_paths[k]), settings["transfer_syntax"])
-        series_truth[role] = {
-            "series_instance_uid": series_uids[role],
-            "series_number": numbers[role],
-            "series_description": descriptions[role],
-            "expected_sequence": role,
-            "description_marks_contrast": role == "T1C" and descriptions[role] != "AX T1",
-            "contrast_agent": agent,
-            "n_instances": n - (1 if missing is not None else 0),
-            "n_slices_full": n,
-            "rows": geom.rows,
-            "columns": geom.columns,
-            "pixel_spacing_mm": list(geom.pixel_spacing),
-            "slice_thickness_mm": geom.slice_thickness,
-            "slice_spacing_mm": geom.slice_spacing,
-            "spacing_between_slices_tag_mm": spacing_tag,
-            "spacing_between_slices_is_gap": bool(d["spacing_tag_is_gap"]),
-            "gap_mm": d["gap"],
-            "tilt_deg": geom.tilt_deg,
-            "superior_first": d["superior_first"],
-            "image_orientation_patient": [float(v) for v in geom.iop_strings],
-            "lps_from_ijk": _mat(geom.lps_from_ijk),
-            "files": [None if k == missing else rel_paths[k] for k in range(n)],
-            "sop_instance_uids": sop_uids[role],
-            "missing_slice_index": missing,
-            "missing_sop_instance_uid": None if missing is None else sop_uids[role][missing],
-            "transfer_syntax": settings["transfer_syntax"],
-            "transfer_syntax_uid": used_ts,
-            "rescale": {"slope": slope, "intercept": intercept} if rescale else None,
-            "pixel_representation": pixel_rep,
-            "repetition_time_ms": d["tr"],
-            "echo_time_ms": d["te"],
-            "echo_train_length": d["etl"],
-            "noise_sigma": d["noise"] * d["gain"],
-            "gain": d["gain"],
-        }
+        )  # fmt: skip
+        series_truth[role] = _write_one_series(ctx, role, geom, real, ids, common, numbers[role], descriptions[role],
+                                               rel_paths, missing, t_min)  # fmt: skip
+    return series_truth, t_min
 
-    # RT Structure Set on the T1C
+
+def _write_one_series(
+    ctx: StudyContext, role: str, geom: StackGeometry, real: np.ndarray, ids: StudyUids, common: dict[str, Any],
+    number: int, description: str, rel_paths: list[str], missing: int | None, t_min: int,
+) -> dict[str, Any]:
+    patient, settings, d = ctx.patient, ctx.settings, ctx.study["series"][role]
+    n = geom.n_slices
+    rescale = settings["rescale"]
+    slope = float(rescale["slope"]) if rescale else 1.0
+    intercept = float(rescale["intercept"]) if rescale else 0.0
+    stored, pixel_rep = quantise(real, slope, intercept)
+    agent = settings["contrast_agent"] if role == "T1C" else None
+    spacing_tag = d["gap"] if d["spacing_tag_is_gap"] else geom.slice_spacing
+    series_attrs = {
+        "Modality": "MR",
+        "Manufacturer": "GE MEDICAL SYSTEMS",
+        "ManufacturerModelName": patient["model"],
+        "SoftwareVersions": SOFTWARE[patient["model"]],
+        "MagneticFieldStrength": format_ds(patient["field_strength"], 1),
+        "SeriesInstanceUID": ids.series[role],
+        "SeriesNumber": number,
+        "SeriesDescription": description,
+        "ProtocolName": patient["protocol"],
+        "SeriesDate": ctx.date,
+        "SeriesTime": _hhmmss(t_min * 60),
+        "AcquisitionDate": ctx.date,
+        "ContentDate": ctx.date,
+        "FrameOfReferenceUID": ids.frame,
+        "PositionReferenceIndicator": "",
+        "BodyPartExamined": "HEAD",
+        "PatientPosition": "HFS",
+        "ScanningSequence": "SE",
+        "SequenceVariant": d["variant"].split("\\"),
+        "ScanOptions": d["scan_options"],
+        "MRAcquisitionType": "2D",
+        "SliceThickness": format_ds(geom.slice_thickness, 4),
+        "RepetitionTime": format_ds(d["tr"], 3),
+        "EchoTime": format_ds(d["te"], 3),
+        "NumberOfAverages": str(d["averages"]),
+        "ImagingFrequency": "63.86" if patient["field_strength"] == 1.5 else "127.77",
+        "ImagedNucleus": "1H",
+        "EchoNumbers": "1",
+        "SpacingBetweenSlices": format_ds(spacing_tag, 4),
+        "NumberOfPhaseEncodingSteps": str(int(geom.rows * 0.75)),
+        "EchoTrainLength": str(d["etl"]),
+        "PercentSampling": "100",
+        "PercentPhaseFieldOfView": format_ds(d["phase_fov"], 1),
+        "PixelBandwidth": format_ds(d["bandwidth"], 4),
+        "ReceiveCoilName": "HEAD",
+        "AcquisitionMatrix": [0, geom.rows, int(geom.rows * 0.75), 0],
+        "InPlanePhaseEncodingDirection": d["phase_dir"],
+        "FlipAngle": "90",
+        "ContrastBolusAgent": agent,
+        "ImageOrientationPatient": geom.iop_strings,
+        "PixelSpacing": [format_ds(v, 6) for v in geom.pixel_spacing],
+        "WindowCenter": "600" if role != "T2" else "900",
+        "WindowWidth": "1200" if role != "T2" else "1800",
+    }
+    if rescale:
+        series_attrs.update(RescaleIntercept=format_ds(intercept, 6), RescaleSlope=format_ds(slope, 6), RescaleType="US")
+    used_ts = None
+    ds = mr_dataset(common, series_attrs, {})  # reused: only per-instance attributes change
+    for k in range(n):
+        if k == missing:
+            continue
+        pos = geom.positions[k]
+        ds.SOPInstanceUID = ids.sops[role][k]
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = geom.ipp_strings[k]
+        ds.SliceLocation = format_ds(float(pos @ geom.normal), 4)
+        ds.AcquisitionTime = ds.ContentTime = _hhmmss(t_min * 60 + k)
+        set_pixels(ds, stored[k], pixel_rep)
+        used_ts = write_dataset(ds, ctx.dicom_dir / rel_paths[k], settings["transfer_syntax"])
+    return {
+        "series_instance_uid": ids.series[role],
+        "series_number": number,
+        "series_description": description,
+        "expected_sequence": role,
+        "description_marks_contrast": role == "T1C" and description != "AX T1",
+        "contrast_agent": agent,
+        "n_instances": n - (1 if missing is not None else 0),
+        "n_slices_full": n,
+        "rows": geom.rows,
+        "columns": geom.columns,
+        "pixel_spacing_mm": list(geom.pixel_spacing),
+        "slice_thickness_mm": geom.slice_thickness,
+        "slice_spacing_mm": geom.slice_spacing,
+        "spacing_between_slices_tag_mm": spacing_tag,
+        "spacing_between_slices_is_gap": bool(d["spacing_tag_is_gap"]),
+        "gap_mm": d["gap"],
+        "tilt_deg": geom.tilt_deg,
+        "superior_first": d["superior_first"],
+        "image_orientation_patient": [float(v) for v in geom.iop_strings],
+        "lps_from_ijk": _mat(geom.lps_from_ijk),
+        "files": [None if k == missing else rel_paths[k] for k in range(n)],
+        "sop_instance_uids": ids.sops[role],
+        "missing_slice_index": missing,
+        "missing_sop_instance_uid": None if missing is None else ids.sops[role][missing],
+        "transfer_syntax": settings["transfer_syntax"],
+        "transfer_syntax_uid": used_ts,
+        "rescale": {"slope": slope, "intercept": intercept} if rescale else None,
+        "pixel_representation": pixel_rep,
+        "repetition_time_ms": d["tr"],
+        "echo_time_ms": d["te"],
+        "echo_train_length": d["etl"],
+        "noise_sigma": d["noise"] * d["gain"],
+        "gain": d["gain"],
+    }
+
+
+def _write_structure_set(
+    ctx: StudyContext, frame: StudyFrame, lesions: list[tuple[Lesion, dict[str, Any]]], ids: StudyUids,
+    common: dict[str, Any], t_min: int,
+) -> dict[str, Any]:
+    """The GammaPlan-style RTSS on the T1C slices; returns its part of the truth entry."""
+    patient, settings, t1c = ctx.patient, ctx.settings, frame.stacks["T1C"]
     label_rng = np.random.default_rng(np.random.SeedSequence([patient["lesion_rng_seed"], 7]))
     used_names: set[str] = set()
     lesion_truth, rois = [], []
-    skull_contours = _skull_contours(t1c, mni_ijk_from_t1c)
-    roi_number = 1
-    if patient["skull_first"]:
-        roi_number = 2
+    skull_contours = _skull_contours(t1c, frame.mni_ijk_from_t1c)
+    roi_number = 2 if patient["skull_first"] else 1
     lesions_without_contours = []
-    for _idx, (les, info) in enumerate(lesions):
-        labels = _anatomical_labels(les, pose, label_rng)
+    for les, info in lesions:
+        labels = _anatomical_labels(les, frame.pose, label_rng)
         contours = _lesion_contours(les, t1c)
         if not contours:  # falls between two slice planes: nobody could have drawn it
             lesions_without_contours.append({"centre_lps_mm": _vec(les.centre_lps), "true_volume_mm3": les.true_volume_mm3()})
             continue
         name = info.get("roi_name") or _roi_name(labels, label_rng, used_names)
         used_names.add(name)
-        row, col = t1c.row_dir, t1c.col_dir
-        areas = [polygon_area_in_plane(_parse_contour(c.data), row, col) for c in contours]
-        volume = les.true_volume_mm3()
-        lesion_truth.append({
-            "roi_number": roi_number,
-            "roi_name": name,
-            "hemisphere": labels["hemisphere"],
-            "region": labels["region"],
-            "site": labels["site"],
-            "centre_lps_mm": _vec(les.centre_lps),
-            "centroid_lps_mm": _vec(les.true_centroid_lps()),
-            "centre_mni_ras_mm": labels["centre_mni_ras_mm"],
-            "radius_mm": les.radius_mm,
-            "mean_radius_mm": float((3.0 * volume / (4.0 * np.pi)) ** (1.0 / 3.0)),
-            "equivalent_diameter_mm": float((6.0 * volume / np.pi) ** (1.0 / 3.0)),
-            "max_diameter_mm": les.max_diameter_mm(),
-            "max_radius_mm": les.max_radius_mm,
-            "requested_diameter_mm": info["requested_diameter_mm"],
-            "true_volume_mm3": volume,
-            "planimetric_volume_mm3": float(sum(areas) * t1c.slice_spacing),
-            "n_contours": len(contours),
-            "slice_indices": [c.slice_index for c in contours],
-            "n_contour_points": [len(c.data) // 3 for c in contours],
-            "ring_enhancing": les.ring_enhancing,
-            "core_fraction": les.core_fraction,
-            "oedema_extent": les.oedema_extent,
-            "growth_factor": info.get("growth_factor"),
-            "shape_terms": [{"degree": t.degree, "axis_lps": list(t.axis), "coefficient": t.coefficient} for t in les.terms],
-            "interpreted_type": patient["interpreted_type_lesion"],
-        })
+        lesion_truth.append(_lesion_truth(les, info, labels, contours, t1c, roi_number, name, patient))
         rois.append(Roi(roi_number, name, patient["interpreted_type_lesion"], ROI_COLORS[(roi_number - 1) % len(ROI_COLORS)], contours))
         roi_number += 1
     skull_number = 1 if patient["skull_first"] else roi_number
     skull = Roi(skull_number, "*Skull", patient["interpreted_type_skull"], (255, 255, 255), skull_contours)
     rois = [skull, *rois] if patient["skull_first"] else [*rois, skull]
 
-    referenced_series = series_uids["T1C"]
-    referenced_sops = sop_uids["T1C"]
+    referenced_series = ids.series["T1C"]
+    referenced_sops = ids.sops["T1C"]
     if settings["regenerate_uids"]:
-        referenced_series = uids.uid("series", *key, "regenerated")
-        referenced_sops = [uids.uid("instance", *key, "regenerated", k) for k in range(t1c.n_slices)]
-    rtss_sop = uids.uid("instance", *key, "rtss")
-    rtss_series_uid = uids.uid("series", *key, "rtss")
-    rtss_time = _hhmmss((t_min + 45) * 60)
+        referenced_series = ctx.uids.uid("series", *ctx.key, "regenerated")
+        referenced_sops = [ctx.uids.uid("instance", *ctx.key, "regenerated", k) for k in range(t1c.n_slices)]
+    rtss_sop = ctx.uids.uid("instance", *ctx.key, "rtss")
+    rtss_series_uid = ctx.uids.uid("series", *ctx.key, "rtss")
     rtss = rtss_dataset(
         common,
         sop_instance_uid=rtss_sop,
         series_instance_uid=rtss_series_uid,
-        frame_of_reference_uid=frame_uid,
-        study_instance_uid=study_uid,
+        frame_of_reference_uid=ids.frame,
+        study_instance_uid=ids.study,
         referenced_series_uid=referenced_series,
         referenced_sop_uids=referenced_sops,
         rois=rois,
-        series_number=study["rtss_series_number"],
-        structure_set_date=date,
-        structure_set_time=rtss_time,
+        series_number=ctx.study["rtss_series_number"],
+        structure_set_date=ctx.date,
+        structure_set_time=_hhmmss((t_min + 45) * 60),
         software_version=patient["gamma_plan_version"],
     )
-    rtss_rel = _relative_path(layout, patient, case_index, study_index, study_uid, date,
-                              study["rtss_series_number"], "RTSTRUCT", case_folder, None, None)
+    rtss_rel = ctx.relative_path(ctx.study["rtss_series_number"], "RTSTRUCT", None, None, ids.study)
     rtss_ts = settings["transfer_syntax"] if settings["transfer_syntax"] in ("implicit", "explicit") else "implicit"
-    write_dataset(rtss, dicom_dir / rtss_rel, rtss_ts)
-
-    # brain points for registration checks: in brain, inside all three slabs
-    cand_lps, _, _ = anatomy.brain_candidates()
-    point_rng = np.random.default_rng(np.random.SeedSequence([patient["lesion_rng_seed"], 11, study_index]))
-    picks = cand_lps[point_rng.choice(len(cand_lps), size=1500, replace=False)] + point_rng.uniform(-1, 1, size=(1500, 3))
-    pts = apply_affine(pose, picks)
-    ok = _inside_fov(t1c, pts, 2.0)
-    for role in ("T1", "T2"):
-        ok &= _inside_fov(stacks[role], apply_affine(motions[role], pts), 2.0)
-    brain_points = pts[ok][:200]
-
-    faults, flags = [], []
-    status, reason = "ok", None
-    if settings["missing_slice"]:
-        faults.append({"kind": "missing_slice", "series": settings["missing_slice"],
-                       "slice_index": series_truth.get(settings["missing_slice"], {}) and series_truth[settings["missing_slice"]]["missing_slice_index"]})
-        flags.append(f"{settings['missing_slice']}_missing_slice")
-    for role in settings["omit_series"]:
-        faults.append({"kind": "omitted_series", "series": role})
-        flags.append(f"no_{role}")
-    if "T1C" in settings["omit_series"]:
-        status, reason = "excluded", "no T1C series: the RT Structure Set references images that are not in the input"
-    if settings["regenerate_uids"]:
-        faults.append({"kind": "rtss_references_unresolvable"})
-        flags.append("rtss_references_unresolved")
-    if settings["ambiguous_t1_descriptions"] and "T1C" in present:
-        flags.append("t1c_identified_only_by_rtss")
-    if settings["tilt_deg"]:
-        flags.append("gantry_tilt")
-
-    entry = {
-        "case_index": case_index,
-        "study_index": study_index,
-        "n_studies": n_studies,
-        "patient_id": patient["patient_id"],
-        "patient_name": patient["patient_name"],
-        "patient_sex": patient["sex"],
-        "patient_age": common["PatientAge"],
-        "study_instance_uid": study_uid,
-        "study_date": date,
-        "frame_of_reference_uid": frame_uid,
-        "folder": None if layout == "flat" else (case_folder if layout == "per_case" else str(Path(rtss_rel).parent.parent)),
-        "expected_status": status,
-        "expected_status_reason": reason,
-        "expected_flags": flags,
-        "faults": faults,
-        "options": to_jsonable(opts),
-        "settings": to_jsonable(settings),
-        "manufacturer_model_name": patient["model"],
-        "magnetic_field_strength": patient["field_strength"],
-        "t1c_identified_only_by_rtss": bool(settings["ambiguous_t1_descriptions"] and "T1C" in present),
-        "head": {"scale": scale, "t1c_lps_from_mni_lps": _mat(pose)},
-        "series": series_truth,
-        "transforms": {r: (transforms[r] if series_truth.get(r) else None) for r in ("T1", "T2")},
-        "brain_points_t1c_lps": [_vec(p) for p in brain_points],
+    write_dataset(rtss, ctx.dicom_dir / rtss_rel, rtss_ts)
+    present = [r for r in SEQUENCES if r not in settings["omit_series"]]
+    return {
         "rtss": {
             "file": rtss_rel,
             "sop_instance_uid": rtss_sop,
@@ -886,8 +926,80 @@ def _generate_study(
             "roi_number": skull_number, "roi_name": "*Skull", "interpreted_type": patient["interpreted_type_skull"],
             "n_contours": len(skull_contours), "slice_indices": [c.slice_index for c in skull_contours],
         }],
+    }  # fmt: skip
+
+
+def _lesion_truth(
+    les: Lesion, info: dict[str, Any], labels: dict[str, Any], contours: list[RoiContour], t1c: StackGeometry,
+    roi_number: int, name: str, patient: dict[str, Any],
+) -> dict[str, Any]:
+    areas = [polygon_area_in_plane(_parse_contour(c.data), t1c.row_dir, t1c.col_dir) for c in contours]
+    volume = les.true_volume_mm3()
+    return {
+        "roi_number": roi_number,
+        "roi_name": name,
+        "hemisphere": labels["hemisphere"],
+        "region": labels["region"],
+        "site": labels["site"],
+        "centre_lps_mm": _vec(les.centre_lps),
+        "centroid_lps_mm": _vec(les.true_centroid_lps()),
+        "centre_mni_ras_mm": labels["centre_mni_ras_mm"],
+        "radius_mm": les.radius_mm,
+        "mean_radius_mm": float((3.0 * volume / (4.0 * np.pi)) ** (1.0 / 3.0)),
+        "equivalent_diameter_mm": float((6.0 * volume / np.pi) ** (1.0 / 3.0)),
+        "max_diameter_mm": les.max_diameter_mm(),
+        "max_radius_mm": les.max_radius_mm,
+        "requested_diameter_mm": info["requested_diameter_mm"],
+        "true_volume_mm3": volume,
+        "planimetric_volume_mm3": float(sum(areas) * t1c.slice_spacing),
+        "n_contours": len(contours),
+        "slice_indices": [c.slice_index for c in contours],
+        "n_contour_points": [len(c.data) // 3 for c in contours],
+        "ring_enhancing": les.ring_enhancing,
+        "core_fraction": les.core_fraction,
+        "oedema_extent": les.oedema_extent,
+        "growth_factor": info.get("growth_factor"),
+        "shape_terms": [{"degree": t.degree, "axis_lps": list(t.axis), "coefficient": t.coefficient} for t in les.terms],
+        "interpreted_type": patient["interpreted_type_lesion"],
     }
-    return entry, anatomical_lesions
+
+
+def _brain_points(ctx: StudyContext, frame: StudyFrame) -> np.ndarray:
+    """Points for registration checks: in the brain and inside all three slabs (T1C LPS)."""
+    cand_lps, _, _ = anatomy.brain_candidates()
+    point_rng = np.random.default_rng(np.random.SeedSequence([ctx.patient["lesion_rng_seed"], 11, ctx.study_index]))
+    picks = cand_lps[point_rng.choice(len(cand_lps), size=1500, replace=False)] + point_rng.uniform(-1, 1, size=(1500, 3))
+    pts = apply_affine(frame.pose, picks)
+    ok = _inside_fov(frame.stacks["T1C"], pts, 2.0)
+    for role in ("T1", "T2"):
+        ok &= _inside_fov(frame.stacks[role], apply_affine(frame.motions[role], pts), 2.0)
+    return pts[ok][:200]
+
+
+def _expected_outcome(
+    settings: dict[str, Any], series_truth: dict[str, Any], present: list[str]
+) -> tuple[str, str | None, list[str], list[dict[str, Any]]]:
+    """What the pipeline should make of the study: status, reason, flags and the faults."""
+    faults: list[dict[str, Any]] = []
+    flags: list[str] = []
+    status, reason = "ok", None
+    if settings["missing_slice"]:
+        faults.append({"kind": "missing_slice", "series": settings["missing_slice"],
+                       "slice_index": series_truth.get(settings["missing_slice"], {}) and series_truth[settings["missing_slice"]]["missing_slice_index"]})  # fmt: skip
+        flags.append(f"{settings['missing_slice']}_missing_slice")
+    for role in settings["omit_series"]:
+        faults.append({"kind": "omitted_series", "series": role})
+        flags.append(f"no_{role}")
+    if "T1C" in settings["omit_series"]:
+        status, reason = "excluded", "no T1C series: the RT Structure Set references images that are not in the input"
+    if settings["regenerate_uids"]:
+        faults.append({"kind": "rtss_references_unresolvable"})
+        flags.append("rtss_references_unresolved")
+    if settings["ambiguous_t1_descriptions"] and "T1C" in present:
+        flags.append("t1c_identified_only_by_rtss")
+    if settings["tilt_deg"]:
+        flags.append("gantry_tilt")
+    return status, reason, flags, faults
 
 
 def _hhmmss(seconds: int) -> str:
