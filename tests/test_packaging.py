@@ -43,3 +43,26 @@ def test_python_pin_matches():
     env = yaml.safe_load((ROOT / "envs" / "metsprep.yaml").read_text())
     python = next(e for e in env["dependencies"] if isinstance(e, str) and e.startswith("python "))
     assert python.split(" ", 1)[1].replace(" ", "") == pyproject["project"]["requires-python"]
+
+
+def test_wheel_carries_the_package_data(tmp_path):
+    """A non-editable install reads the rule table and the vocabulary from the wheel."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True)  # fmt: skip
+    (wheel,) = tmp_path.glob("metsprep-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"metsprep/data/sequence_rules.yaml", "metsprep/data/location_vocabulary.yaml", "metsprep/py.typed"} <= names
+    target = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(target)
+    code = ("from metsprep.classify import load_rules; from metsprep.location import read_vocabulary; "
+            "import metsprep; assert 'site' in metsprep.__file__; "
+            "print(len(load_rules().description_rules), len(read_vocabulary().regions))")
+    result = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(target), "PATH": ""},
+                            capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rules, regions = map(int, result.stdout.split())
+    assert rules > 10 and regions > 5

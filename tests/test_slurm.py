@@ -41,6 +41,10 @@ LESION_NUMERIC_COLUMNS = ["volume_mm3", "contour_volume_mm3", "centroid_lps_x_mm
 
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> LocalSlurmCluster:
+    import importlib.util
+
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        pytest.skip("the Snakemake SLURM executor plugin is not installed (pip install -e '.[slurm]')")
     try:
         check_can_host()
     except ClusterUnavailable as reason:

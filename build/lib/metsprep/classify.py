@@ -1,0 +1,292 @@
+"""Sequence classification of MR series: T1, T1C, T2 or OTHER, and why.
+
+The rule table ships as `metsprep/data/sequence_rules.yaml` (its header documents the order of
+evidence). This module applies it to one series at a time (`classify_series`) and
+chooses one series per role in a study (`choose_series`).
+
+Labels are final (`T1`, `T1C`, `T2`, `OTHER`); intermediate families (`T1_FAMILY`,
+`CONTRAST_ONLY`, `T1_UNKNOWN_CONTRAST`) never leave this module except as `rule_id`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LABELS = ("T1", "T1C", "T2", "OTHER")
+
+
+@dataclass(frozen=True)
+class SequenceClass:
+    """Outcome of classifying one series."""
+
+    label: str  # T1 | T1C | T2 | OTHER
+    source: str  # description | acquisition | description+acquisition | contrast_agent_tag | rtss_reference | config_override
+    flags: tuple[str, ...] = ()
+    rule_id: str = ""
+
+
+@dataclass(frozen=True)
+class DescriptionRule:
+    id: str
+    family: str
+    pattern: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class AcquisitionRule:
+    id: str
+    label: str
+    when: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SequenceRules:
+    description_rules: tuple[DescriptionRule, ...]
+    acquisition_rules: tuple[AcquisitionRule, ...]
+    pre_contrast: re.Pattern[str]
+    post_contrast: re.Pattern[str]
+    derived_image_type_tokens: frozenset[str]
+    sequence_overrides: Mapping[str, str] = field(default_factory=dict)
+
+
+def load_rules(path: Path | str | None = None, overrides: Mapping[str, str] | None = None) -> SequenceRules:
+    """Read the rule table (the packaged one without `path`); `overrides`
+    (SeriesInstanceUID -> label) extend the file's own."""
+    from metsprep import data as package_data
+
+    data = yaml.safe_load(package_data.read_text(package_data.SEQUENCE_RULES, path))
+    merged = dict(data.get("sequence_overrides") or {})
+    merged.update(overrides or {})
+    for uid, label in merged.items():
+        if label not in LABELS:
+            raise ValueError(f"sequence override for {uid}: {label!r} is not one of {LABELS}")
+    return SequenceRules(
+        description_rules=tuple(
+            DescriptionRule(r["id"], r["family"], re.compile(r["pattern"])) for r in data["description_rules"]
+        ),
+        acquisition_rules=tuple(
+            AcquisitionRule(r["id"], r["label"], dict(r["when"])) for r in data["acquisition_rules"]
+        ),
+        pre_contrast=re.compile(data["pre_contrast"]),
+        post_contrast=re.compile(data["post_contrast"]),
+        derived_image_type_tokens=frozenset(t.upper() for t in data["derived_image_type_tokens"]),
+        sequence_overrides={str(k): str(v) for k, v in merged.items()},
+    )
+
+
+def normalise_description(text: str | None) -> str:
+    """Upper case, '+'/'*' as own tokens, other punctuation to spaces, padded by one space."""
+    if not text:
+        return " "
+    upper = str(text).upper()
+    upper = upper.replace("+", " + ").replace("*", " * ")
+    upper = re.sub(r"[^A-Z0-9+*]+", " ", upper)
+    return " " + " ".join(upper.split()) + " "
+
+
+def _is_filled(value: Any) -> bool:
+    if value is None:
+        return False
+    try:
+        if value != value:  # NaN
+            return False
+    except (TypeError, ValueError):
+        pass
+    return bool(str(value).strip())
+
+
+def _float(value: Any) -> float | None:
+    if not _is_filled(value):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _codes(value: Any) -> set[str]:
+    """Scanning Sequence / Image Type values as a set of upper-case codes."""
+    if value is None:
+        return set()
+    if isinstance(value, str):
+        parts = re.split(r"[\\/,;]", value)
+    else:
+        try:
+            parts = [str(v) for v in value]
+        except TypeError:
+            return set()
+    return {p.strip().upper() for p in parts if p and p.strip()}
+
+
+def _acquisition_matches(when: Mapping[str, Any], series: Mapping[str, Any]) -> bool:
+    tr = _float(series.get("repetition_time_ms"))
+    te = _float(series.get("echo_time_ms"))
+    ti = _float(series.get("inversion_time_ms"))
+    codes = _codes(series.get("scanning_sequence"))
+    for key, bound in when.items():
+        if key == "scanning_sequence_any":
+            if not codes & {str(b).upper() for b in bound}:
+                return False
+            continue
+        name, _, side = key.rpartition("_")
+        value = {"repetition_time": tr, "echo_time": te, "inversion_time": ti}[name]
+        if value is None:
+            return False
+        if side == "min" and value < float(bound):
+            return False
+        if side == "max" and value > float(bound):
+            return False
+    return True
+
+
+def _acquisition_label(series: Mapping[str, Any], rules: SequenceRules) -> tuple[str | None, str]:
+    for rule in rules.acquisition_rules:
+        if _acquisition_matches(rule.when, series):
+            return rule.label, rule.id
+    return None, "acquisition_unclear"
+
+
+def _is_derived(series: Mapping[str, Any], rules: SequenceRules) -> bool:
+    codes = _codes(series.get("image_type"))
+    return "DERIVED" in codes and bool(codes & rules.derived_image_type_tokens)
+
+
+def _contrast_of(text: str, rules: SequenceRules) -> str:
+    """'pre', 'post', 'both' or 'none' from the contrast markers of a normalised description."""
+    pre = rules.pre_contrast.search(text)
+    remaining = text if pre is None else text[: pre.start()] + " " + text[pre.end():]
+    post = rules.post_contrast.search(remaining)
+    if pre and post:
+        return "both"
+    return "pre" if pre else "post" if post else "none"
+
+
+def _resolve_t1(
+    series: Mapping[str, Any], contrast: str, weighting_source: str, rule_id: str, rtss_referenced: bool,
+    flags: list[str],
+) -> SequenceClass:
+    """Final label of a T1-weighted series from its contrast evidence."""
+    agent = _is_filled(series.get("contrast_bolus_agent"))
+    if contrast == "post":
+        return SequenceClass("T1C", weighting_source, tuple(flags), rule_id)
+    if contrast == "pre":
+        if agent:
+            flags.append("contrast_agent_tag_conflicts_with_description")
+        if rtss_referenced:
+            flags.append("rtss_references_pre_contrast_t1")
+        return SequenceClass("T1", weighting_source, tuple(flags), rule_id)
+    if contrast == "both":
+        flags += ["ambiguous", "conflicting_contrast_markers"]
+        return SequenceClass("OTHER", weighting_source, tuple(flags), rule_id)
+    # T1_UNKNOWN_CONTRAST: the description does not say
+    if agent:
+        return SequenceClass("T1C", "contrast_agent_tag", tuple(flags), rule_id)
+    if rtss_referenced:
+        return SequenceClass("T1C", "rtss_reference", tuple(flags), rule_id)
+    flags.append("no_contrast_marker")
+    return SequenceClass("T1", weighting_source, tuple(flags), rule_id)
+
+
+def classify_series(
+    series: Mapping[str, Any], rules: SequenceRules, *, rtss_referenced: bool = False
+) -> SequenceClass:
+    """Classify one series from its header values (inventory column names).
+
+    Keys used: series_instance_uid, series_description, protocol_name, image_type,
+    repetition_time_ms, echo_time_ms, inversion_time_ms, scanning_sequence,
+    contrast_bolus_agent. `rtss_referenced` says that the case's RT Structure Set was
+    drawn on this series, strong evidence for T1C in a gamma-knife collection.
+    """
+    uid = series.get("series_instance_uid")
+    if uid is not None and str(uid) in rules.sequence_overrides:
+        return SequenceClass(rules.sequence_overrides[str(uid)], "config_override", (), "sequence_overrides")
+
+    description = series.get("series_description")
+    if not _is_filled(description):
+        description = series.get("protocol_name")
+    text = normalise_description(description if _is_filled(description) else None)
+    flags: list[str] = []
+
+    if _is_derived(series, rules):
+        return SequenceClass("OTHER", "acquisition", ("derived_image",), "derived_image_type")
+
+    family, rule_id = None, ""
+    for rule in rules.description_rules:
+        if rule.pattern.search(text):
+            family, rule_id = rule.family, rule.id
+            break
+    contrast = _contrast_of(text, rules)
+
+    if family in ("OTHER", "T2"):
+        if contrast in ("post", "both"):
+            flags.append("contrast_marker_on_non_t1")
+        return SequenceClass(family, "description", tuple(flags), rule_id)
+    if family == "T1_FAMILY":
+        return _resolve_t1(series, contrast, "description", rule_id, rtss_referenced, flags)
+
+    # the description does not name the weighting: acquisition parameters decide it
+    label, acq_rule = _acquisition_label(series, rules)
+    if family == "CONTRAST_ONLY":
+        if label == "T1":
+            return _resolve_t1(series, "post", "description+acquisition", f"{rule_id}+{acq_rule}", rtss_referenced, flags)
+        if label is None and rtss_referenced:
+            return SequenceClass("T1C", "rtss_reference", ("weighting_unknown",), rule_id)
+        flags.append("contrast_marker_on_non_t1" if label else "ambiguous")
+        return SequenceClass(label or "OTHER", "description+acquisition", tuple(flags), f"{rule_id}+{acq_rule}")
+    if label == "T1":
+        return _resolve_t1(series, contrast, "acquisition", acq_rule, rtss_referenced, flags)
+    if label is None:
+        if rtss_referenced:
+            return SequenceClass("T1C", "rtss_reference", ("weighting_unknown",), acq_rule)
+        return SequenceClass("OTHER", "acquisition", ("ambiguous",), acq_rule)
+    return SequenceClass(label, "acquisition", tuple(flags), acq_rule)
+
+
+# --- one series per role ----------------------------------------------------------
+
+SELECTION_RULE = (
+    "T1C: the series the RTSS was drawn on first; then for every role: axial before other "
+    "orientations, more slices first, later (higher) series number first, SeriesInstanceUID last"
+)
+
+
+def _is_axial(candidate: Mapping[str, Any]) -> bool:
+    iop = candidate.get("image_orientation_patient")
+    if iop is None or len(iop) != 6:
+        return False
+    row, col = [float(v) for v in iop[:3]], [float(v) for v in iop[3:]]
+    normal_z = row[0] * col[1] - row[1] * col[0]
+    return abs(normal_z) > 0.9
+
+
+def choose_series(candidates: Sequence[Mapping[str, Any]], role: str) -> tuple[Mapping[str, Any] | None, str | None]:
+    """Pick one series of a role among candidates of one study; return it and the reason.
+
+    Candidate keys: series_instance_uid, rtss_referenced (bool), image_orientation_patient
+    (6 floats of the first slice), n_instances, series_number.
+    """
+    if not candidates:
+        return None, None
+    if len(candidates) == 1:
+        return candidates[0], "only candidate"
+
+    def key(c: Mapping[str, Any]) -> tuple[Any, ...]:
+        referenced = bool(c.get("rtss_referenced")) if role == "T1C" else False
+        number = c.get("series_number")
+        number = -1 if number is None or not _is_filled(number) else int(number)
+        return (not referenced, not _is_axial(c), -int(c.get("n_instances") or 0), -number,
+                str(c.get("series_instance_uid")))
+
+    ranked = sorted(candidates, key=key)
+    best, runner_up = ranked[0], ranked[1]
+    k_best, k_next = key(best), key(runner_up)
+    deciding = ["referenced by the RTSS", "axial", "more slices", "higher series number", "SeriesInstanceUID order"]
+    reason_index = next(i for i in range(5) if k_best[i] != k_next[i])
+    reason = f"{len(candidates)} {role} candidates; chosen: {deciding[reason_index]}"
+    return best, reason

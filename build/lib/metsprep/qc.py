@@ -1,0 +1,493 @@
+"""The QC report: per-case figures (lesions, registration) and one offline HTML page.
+
+* `case_figures`: `qc/figures/{case_id}_lesions.png` shows, for each lesion, the T1C
+  slice through its centroid, cropped around it, with the lesion outline drawn from the
+  **label map boundary** (not re-read from the RTSS polygons) and its ROI name, volume
+  and longest axial diameter. `{case_id}_registration.png` shows T1 and T2 resampled on
+  the T1C grid as a checkerboard with the T1C, with T1C edges drawn over them, on three
+  slices. An excluded case gets a small figure that says why.
+* `build_report`: `qc/index.html` (no JavaScript, no external resource; figures linked
+  relatively) and `qc/figures/cohort_summary.png` (lesion count, volume and diameter
+  distributions, and a "glass head": axial/coronal/sagittal projections of lesion
+  centroids in each case's own patient frame, centred on its head centroid, over the
+  mean projected outline of the head masks).
+
+Display convention: radiological, as on a DICOM viewer: patient right on the left of the
+image, anterior up (axial), superior up (coronal/sagittal).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metsprep.atomic import write_text, write_with
+from metsprep.contracts import CaseSummary
+from metsprep.frames import Grid, apply_affine
+
+log = logging.getLogger("metsprep.qc")
+
+MAX_LESION_PANELS = 40
+CROP_MIN_HALF_WIDTH_MM = 20.0
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _figure(figsize: tuple[float, float]) -> Any:
+    """A Matplotlib figure drawn by Agg without pyplot (pyplot's import and figure manager
+    cost ~0.2 s per job and nothing here is shown on screen)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _records(table: Any) -> list[dict[str, Any]]:
+    """Rows of a pandas DataFrame or a list of dicts, as a list of dicts."""
+    if table is None:
+        return []
+    if hasattr(table, "to_dict"):
+        return table.to_dict("records")
+    return list(table)
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """A Parquet table as a list of dicts with pyarrow alone (pandas adds ~0.3 s of import;
+    ParquetFile, unlike read_table, does not go through pyarrow.dataset, which imports it)."""
+    if not Path(path).exists():
+        return []
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).read().to_pylist()
+
+
+def _load(output_dir: Path, rel: str | None) -> tuple[np.ndarray, np.ndarray] | None:
+    if not rel or not (Path(output_dir) / rel).exists():
+        return None
+    import nibabel as nib
+
+    img = nib.load(str(Path(output_dir) / rel))
+    data = np.asarray(img.dataobj)
+    return data.reshape(data.shape[:3]), Grid.from_nifti(img).lps_from_ijk
+
+
+def _message_figure(path: Path, title: str, message: str) -> None:
+    fig = _figure((6, 2))
+    ax = fig.subplots()
+    ax.axis("off")
+    ax.text(0.5, 0.6, title, ha="center", va="center", fontsize=12, weight="bold")
+    ax.text(0.5, 0.3, message, ha="center", va="center", fontsize=9, wrap=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_with(path, lambda name: fig.savefig(name, dpi=80, format="png"))
+
+
+# ---------------------------------------------------------------------------- display
+
+
+def axial_view(slice_ij: np.ndarray, lps_from_ijk: np.ndarray) -> np.ndarray:
+    """A k slice (indexed [i, j]) turned so rows go anterior->posterior and columns
+    patient right->left (radiological), whatever the in-plane voxel axes are."""
+    m = lps_from_ijk[:3, :2]
+    # which in-plane voxel axis runs mostly along LPS x (left) / y (posterior)
+    x_axis = int(np.argmax(np.abs(m[0, :])))
+    view = slice_ij if x_axis == 1 else slice_ij.T  # now indexed [y-ish, x-ish]
+    y_step = m[1, 1 - x_axis]
+    x_step = m[0, x_axis]
+    if y_step < 0:  # rows must go to +y (posterior) downwards
+        view = view[::-1, :]
+    if x_step < 0:  # columns must go to +x (patient left) rightwards
+        view = view[:, ::-1]
+    return view
+
+
+def _window(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(finite, [1, 99.5])
+    return float(lo), float(hi if hi > lo else lo + 1)
+
+
+def case_figures(
+    case_json: Path, lesions_parquet: Path, output_dir: Path, out_lesions_png: Path, out_registration_png: Path
+) -> None:
+    """Write the lesion and registration figures of one case (always both files)."""
+    summary = CaseSummary.read(case_json)
+    case = summary.row
+    output_dir = Path(output_dir)
+    case_id = summary.case_id
+    if summary.status != "ok":
+        reason = case.get("status_reason") or "excluded"
+        for path in (out_lesions_png, out_registration_png):
+            _message_figure(Path(path), f"{case_id}: excluded", reason)
+        return
+    lesions = _read_rows(lesions_parquet)
+    t1c = _load(output_dir, case.get("t1c_nifti"))
+    if t1c is None:
+        for path in (out_lesions_png, out_registration_png):
+            _message_figure(Path(path), case_id, "the T1C image is missing")
+        return
+    labels = _load(output_dir, case.get("lesion_labels_nifti"))
+    lesion_figure(case_id, t1c, labels, lesions, Path(out_lesions_png))
+    moving = {seq: _load(output_dir, case.get(f"{seq.lower()}_in_t1c_nifti")) for seq in ("T1", "T2")}
+    registration_figure(case_id, t1c, moving, labels, Path(out_registration_png))
+
+
+def lesion_figure(case_id: str, t1c: tuple[np.ndarray, np.ndarray], labels: tuple[np.ndarray, np.ndarray] | None, lesions: Any, path: Path) -> None:
+    image, lps_from_ijk = t1c
+    rows = [r for r in _records(lesions) if _finite(r.get("centroid_k"))]
+    if not rows or labels is None:
+        _message_figure(path, case_id, "no lesion in the label map" if not rows else "the lesion label map is missing")
+        return
+    shown = rows[:MAX_LESION_PANELS]
+    n_cols = min(4, len(shown))
+    n_rows = math.ceil(len(shown) / n_cols)
+    height = 3.5 * n_rows + 1.0
+    # at least 5 in wide so the two-line title is not cut when there are only 1-2 panels
+    fig = _figure((max(3.2 * n_cols, 5.0), height))
+    # fixed margins instead of tight_layout (which lays the figure out twice): room for
+    # the two-line panel titles and the suptitle
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 1.0 / height, wspace=0.05, hspace=0.3)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    spacing = np.linalg.norm(lps_from_ijk[:3, :3], axis=0)
+    label_map = labels[0]
+    for ax, row in zip(axes.ravel(), shown, strict=False):
+        k = int(round(row["centroid_k"]))
+        ci, cj = row["centroid_i"], row["centroid_j"]
+        half_mm = max(CROP_MIN_HALF_WIDTH_MM, 1.5 * float(row.get("max_diameter_mm") or 0.0))
+        hi_, hj = int(math.ceil(half_mm / spacing[0])), int(math.ceil(half_mm / spacing[1]))
+        i0, i1 = max(0, int(ci) - hi_), min(image.shape[0], int(ci) + hi_ + 1)
+        j0, j1 = max(0, int(cj) - hj), min(image.shape[1], int(cj) + hj + 1)
+        crop = image[i0:i1, j0:j1, k].astype(np.float32)
+        mask = label_map[i0:i1, j0:j1, k] == row["label"] if row.get("label") is not None else np.zeros_like(crop, bool)
+        view, view_mask = axial_view(crop, lps_from_ijk), axial_view(mask, lps_from_ijk)
+        aspect = spacing[1] / spacing[0] if int(np.argmax(np.abs(lps_from_ijk[0, :2]))) == 0 else spacing[0] / spacing[1]
+        lo, hi = _window(image[..., k])
+        ax.imshow(view, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest", aspect=aspect)
+        if view_mask.any():
+            ax.contour(view_mask.astype(float), levels=[0.5], colors="red", linewidths=1.0)
+        volume = row.get("volume_mm3")
+        axial = row.get("longest_axial_diameter_mm")
+        ax.set_title(
+            f"{row.get('roi_name')} (label {row.get('label')})\n"
+            f"{_num(volume, '.0f')} mm³, axial Ø {_num(axial, '.1f')} mm, k={k}",
+            fontsize=8,
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.text(0.02, 0.5, "R", transform=ax.transAxes, color="yellow", fontsize=7, va="center")
+        ax.text(0.95, 0.5, "L", transform=ax.transAxes, color="yellow", fontsize=7, va="center")
+    for ax in axes.ravel()[len(shown):]:
+        ax.axis("off")
+    more = f" (first {MAX_LESION_PANELS} of {len(rows)})" if len(rows) > len(shown) else ""
+    fig.suptitle(f"{case_id}: T1C through each lesion centroid{more}\nred = label-map boundary", fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_with(path, lambda name: fig.savefig(name, dpi=80, format="png"))
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _num(value: Any, fmt: str) -> str:
+    return format(float(value), fmt) if _finite(value) else "n/a"
+
+
+def checkerboard(a: np.ndarray, b: np.ndarray, tile: int = 16) -> np.ndarray:
+    """Tiles of `a` and `b` alternating, both scaled to [0, 1] by their own window."""
+    def scaled(x: np.ndarray) -> np.ndarray:
+        lo, hi = _window(x)
+        return np.clip((x - lo) / (hi - lo), 0, 1)
+
+    ii, jj = np.indices(a.shape)
+    board = ((ii // tile) + (jj // tile)) % 2 == 0
+    return np.where(board, scaled(a.astype(np.float32)), scaled(b.astype(np.float32)))
+
+
+def edges(image: np.ndarray) -> np.ndarray:
+    """Strong edges of a 2D image: Sobel gradient magnitude above its 90th percentile.
+
+    Display only. The Sobel operator (central difference along one axis, [1, 2, 1]
+    smoothing across it) is a few numpy slices; scipy.ndimage's Gaussian gradient, used
+    before, looks the same here and its import cost each QC job ~0.2 s.
+    """
+    padded = np.pad(image.astype(np.float32), 1, mode="edge")
+    across_0 = padded[:, :-2] + 2 * padded[:, 1:-1] + padded[:, 2:]  # smooth along axis 1
+    across_1 = padded[:-2, :] + 2 * padded[1:-1, :] + padded[2:, :]  # smooth along axis 0
+    gradient_0 = across_0[2:, :] - across_0[:-2, :]
+    gradient_1 = across_1[:, 2:] - across_1[:, :-2]
+    magnitude = np.hypot(gradient_0, gradient_1)
+    positive = magnitude[magnitude > 0]
+    return magnitude > np.percentile(positive, 90) if positive.size else np.zeros(image.shape, bool)
+
+
+def registration_figure(
+    case_id: str, t1c: tuple[np.ndarray, np.ndarray], moving: dict[str, tuple[np.ndarray, np.ndarray] | None],
+    labels: tuple[np.ndarray, np.ndarray] | None, path: Path,
+) -> None:  # fmt: skip
+    image, lps_from_ijk = t1c
+    nz = np.flatnonzero(image.reshape(-1, image.shape[2]).max(axis=0) > _window(image)[0])
+    k_lo, k_hi = (int(nz.min()), int(nz.max())) if nz.size else (0, image.shape[2] - 1)
+    slices = [int(round(k_lo + f * (k_hi - k_lo))) for f in (0.35, 0.55, 0.75)]
+    spacing = np.linalg.norm(lps_from_ijk[:3, :3], axis=0)
+    aspect = spacing[1] / spacing[0] if int(np.argmax(np.abs(lps_from_ijk[0, :2]))) == 0 else spacing[0] / spacing[1]
+    fig = _figure((3.2 * len(slices), 7.0))
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.92, wspace=0.05, hspace=0.12)
+    axes = fig.subplots(2, len(slices), squeeze=False)
+    for r, seq in enumerate(("T1", "T2")):
+        entry = moving.get(seq)
+        for c, k in enumerate(slices):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if entry is None or entry[0].shape != image.shape:
+                ax.text(0.5, 0.5, f"{seq} in T1C space\nnot available", ha="center", va="center", transform=ax.transAxes)
+                ax.set_facecolor("0.9")
+                continue
+            fixed_slice = image[..., k].astype(np.float32)
+            board = axial_view(checkerboard(fixed_slice, entry[0][..., k]), lps_from_ijk)
+            ax.imshow(board, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect=aspect)
+            edge = axial_view(edges(fixed_slice), lps_from_ijk)
+            overlay = np.zeros((*edge.shape, 4), np.float32)
+            overlay[edge] = (0.0, 1.0, 1.0, 0.6)
+            ax.imshow(overlay, interpolation="nearest", aspect=aspect)
+            ax.set_title(f"{seq} / T1C checkerboard, k={k}", fontsize=8)
+    fig.suptitle(f"{case_id}: registration check (cyan = T1C edges)", fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_with(path, lambda name: fig.savefig(name, dpi=80, format="png"))
+
+
+# ---------------------------------------------------------------------------- cohort report
+
+
+def _head_outlines(cases: Any, output_dir: Path, max_cases: int = 12, bin_mm: float = 3.0) -> dict[str, Any] | None:
+    """Mean projected head-mask occupancy, in each case's LPS frame centred on its plane point."""
+    extent = 120.0
+    edges_mm = np.arange(-extent, extent + bin_mm, bin_mm)
+    sums = {name: np.zeros((len(edges_mm) - 1,) * 2) for name in ("axial", "coronal", "sagittal")}
+    n = 0
+    for row in cases.to_dict("records"):
+        if n >= max_cases:
+            break
+        if row.get("status") != "ok" or not row.get("head_mask_nifti") or not _finite(row.get("midsagittal_point_lps_x_mm")):
+            continue
+        loaded = _load(output_dir, row["head_mask_nifti"])
+        if loaded is None:
+            continue
+        mask, lps_from_ijk = loaded
+        ijk = np.argwhere(mask > 0)[::7]
+        lps = apply_affine(lps_from_ijk, ijk)
+        lps -= np.array([row[f"midsagittal_point_lps_{a}_mm"] for a in "xyz"])
+        for name, (a, b) in {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}.items():
+            hist, _, _ = np.histogram2d(lps[:, a], lps[:, b], bins=[edges_mm, edges_mm])
+            occupied = hist > 0
+            if b == 2:  # thick slices leave empty z bins between them: fill each column's span
+                occupied = (np.maximum.accumulate(occupied, axis=1)
+                            & np.maximum.accumulate(occupied[:, ::-1], axis=1)[:, ::-1])
+            sums[name] += occupied
+        n += 1
+    if n == 0:
+        return None
+    return {"edges": edges_mm, "n": n, **{k: v / n for k, v in sums.items()}}
+
+
+def summary_figure(cases: Any, lesions: Any, output_dir: Path, path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 3, figsize=(13, 8.5))
+    ok = cases[cases["status"] == "ok"] if len(cases) else cases
+    ax = axes[0, 0]
+    counts = ok["n_lesions"].fillna(0).astype(int) if len(ok) else []
+    ax.hist(counts, bins=np.arange(-0.5, (max(counts) if len(counts) else 0) + 1.5, 1.0), color="steelblue")
+    ax.set(title=f"lesions per case (ok cases: {len(ok)})", xlabel="lesions", ylabel="cases")
+    ax = axes[0, 1]
+    volumes = lesions["volume_mm3"].dropna() if len(lesions) else []
+    volumes = np.asarray(volumes, float)
+    if volumes.size and (volumes > 0).any():
+        ax.hist(np.log10(volumes[volumes > 0]), bins=20, color="indianred")
+    ax.set(title=f"lesion volume (n={volumes.size})", xlabel="log10 volume [mm³]", ylabel="lesions")
+    ax = axes[0, 2]
+    diam = np.asarray(lesions["longest_axial_diameter_mm"].dropna() if len(lesions) else [], float)
+    if diam.size:
+        ax.hist(diam, bins=20, color="seagreen")
+    ax.axvline(10.0, color="k", ls="--", lw=1)
+    ax.set(title="RANO-BM longest axial diameter (--: 10 mm)", xlabel="mm", ylabel="lesions")
+    outlines = _head_outlines(cases, output_dir)
+    centres = {}
+    for row in ok.to_dict("records") if len(ok) else []:
+        if _finite(row.get("midsagittal_point_lps_x_mm")):
+            centres[row["case_id"]] = np.array([row[f"midsagittal_point_lps_{a}_mm"] for a in "xyz"])
+    pts, sizes = [], []
+    for row in lesions.to_dict("records") if len(lesions) else []:
+        c = centres.get(row["case_id"])
+        if c is None or not _finite(row.get("centroid_lps_x_mm")):
+            continue
+        pts.append(np.array([row[f"centroid_lps_{a}_mm"] for a in "xyz"]) - c)
+        sizes.append(max(4.0, float(row.get("volume_mm3") or 0.0) ** (2 / 3)))
+    pts_arr = np.array(pts).reshape(-1, 3)
+    # radiological display: patient right on the left of the axial/coronal views
+    views = {"axial": (0, 1, "x (R ← → L) mm", "y (A ↑ ↓ P) mm"),
+             "coronal": (0, 2, "x (R ← → L) mm", "z (I ↓ ↑ S) mm"),
+             "sagittal": (1, 2, "y (A ← → P) mm", "z (I ↓ ↑ S) mm")}  # fmt: skip
+    for ax, (name, (a, b, xl, yl)) in zip(axes[1], views.items(), strict=True):
+        if outlines is not None:
+            e = outlines["edges"]
+            ax.contour((e[:-1] + e[1:]) / 2, (e[:-1] + e[1:]) / 2, outlines[name].T, levels=[0.5], colors="0.4")
+        if len(pts_arr):
+            ax.scatter(pts_arr[:, a], pts_arr[:, b], s=sizes, alpha=0.6, color="crimson", edgecolor="k", linewidth=0.3)
+        ax.set(title=f"{name} projection, head-centred patient frame", xlabel=xl, ylabel=yl)
+        ax.set_aspect("equal")
+        if name == "axial":
+            ax.invert_yaxis()  # anterior (−y) up
+    fig.suptitle("metsprep cohort summary (lesion dots sized by volume; outline: mean head mask)", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_with(path, lambda name: fig.savefig(name, dpi=80, format="png"))
+    plt.close(fig)
+
+
+def _cell(value: Any, fmt: str | None = None) -> str:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return html.escape(", ".join(str(v) for v in value))
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return ""
+    except (TypeError, ValueError):
+        pass
+    if fmt and _finite(value):
+        return format(float(value), fmt)
+    return html.escape(str(value))
+
+
+def _table(records: list[dict[Any, Any]], columns: list[tuple[str, str, str | None]]) -> str:
+    if not records:
+        return "<p class='none'>none</p>"
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(r.get(key), fmt)}</td>" for key, _, fmt in columns) + "</tr>" for r in records
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+CSS = """
+body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:13px}
+th,td{border:1px solid #bbb;padding:2px 6px;text-align:left}
+th{background:#eee} tr.excluded td{background:#fdecea}
+img{max-width:100%;border:1px solid #ccc} .none{color:#777}
+section{border-top:2px solid #ddd;margin-top:1.5em}
+"""
+
+
+def build_report(
+    series_parquet: Path, cases_parquet: Path, lesions_parquet: Path, output_dir: Path, out_html: Path, out_summary_png: Path
+) -> None:
+    """The cohort QC page qc/index.html and its summary figure."""
+    import pandas as pd
+
+    output_dir, out_html = Path(output_dir), Path(out_html)
+    series = pd.read_parquet(series_parquet) if Path(series_parquet).exists() else pd.DataFrame()
+    cases = pd.read_parquet(cases_parquet)
+    lesions = pd.read_parquet(lesions_parquet)
+    summary_figure(cases, lesions, output_dir, Path(out_summary_png))
+    html_dir = out_html.parent
+
+    def link(path: Path) -> str | None:
+        return os.path.relpath(path, html_dir).replace(os.sep, "/") if path.exists() else None
+
+    records = cases.to_dict("records")
+    n_ok = sum(r.get("status") == "ok" for r in records)
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>metsprep QC</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>metsprep quality control</h1>",
+        f"<p>{len(records)} cases: {n_ok} ok, {len(records) - n_ok} excluded; {len(lesions)} lesions; "
+        f"{len(series)} series.</p>",
+    ]
+    summary = link(Path(out_summary_png))
+    if summary:
+        parts.append(f"<h2>Cohort summary</h2><img src='{html.escape(summary)}' alt='cohort summary'>")
+    parts.append("<h2>Cases</h2>")
+    parts.append(_table(records, [
+        ("case_id", "case", None), ("patient_id", "patient", None), ("status", "status", None),
+        ("status_reason", "reason", None), ("excluded_at", "stage", None), ("n_lesions", "lesions", None),
+        ("total_lesion_volume_mm3", "total volume mm³", ".0f"), ("largest_diameter_mm", "largest Ø mm", ".1f"),
+    ]))  # fmt: skip
+    excluded = [r for r in records if r.get("status") != "ok"]
+    reasons: dict[str, int] = {}
+    for r in excluded:
+        reasons[str(r.get("status_reason") or "unknown")] = reasons.get(str(r.get("status_reason") or "unknown"), 0) + 1
+    parts.append("<h3>Exclusion reasons</h3>")
+    parts.append(_table([{"reason": k, "n": v} for k, v in sorted(reasons.items())], [("reason", "reason", None), ("n", "cases", None)]))
+    parts.append("<h2>Flags</h2><h3>Registration</h3>")
+    reg = [r for r in records if r.get("t1_registration_flag") or r.get("t2_registration_flag") or len(_as_list(r.get("registration_flags")))]
+    parts.append(_table(reg, [
+        ("case_id", "case", None), ("t1_registration_flag", "T1 flag", None), ("t1_rotation_deg", "T1 rot °", ".2f"),
+        ("t1_translation_mm", "T1 transl mm", ".1f"), ("t2_registration_flag", "T2 flag", None),
+        ("t2_rotation_deg", "T2 rot °", ".2f"), ("t2_translation_mm", "T2 transl mm", ".1f"), ("registration_flags", "flags", None),
+    ]))  # fmt: skip
+    parts.append("<h3>Location (ROI name vs geometry)</h3>")
+    loc = lesions[lesions["location_flag"].notna()].to_dict("records") if len(lesions) else []
+    parts.append(_table(loc, [
+        ("case_id", "case", None), ("roi_name", "ROI", None), ("hemisphere_name", "name says", None),
+        ("hemisphere_geometry", "geometry says", None), ("midsagittal_distance_mm", "distance to midplane mm", ".1f"),
+        ("location_flag", "flag", None),
+    ]))  # fmt: skip
+    parts.append("<h3>Matching and other flags</h3>")
+    flagged = [r for r in records if len(_as_list(r.get("flags")))]
+    parts.append(_table(flagged, [("case_id", "case", None), ("matching_flags", "matching", None), ("flags", "all flags", None)]))
+    parts.append("<h2>Cases in detail</h2>")
+    by_case = {cid: g for cid, g in lesions.groupby("case_id")} if len(lesions) else {}
+    figures = out_html.parent / "figures"
+    for r in records:
+        cid = str(r.get("case_id"))
+        parts.append(f"<section id='{html.escape(cid)}'><h3>{html.escape(cid)} ({html.escape(str(r.get('status')))})</h3>")
+        if r.get("status") != "ok":
+            parts.append(f"<p>Excluded: {_cell(r.get('status_reason'))}</p>")
+        for kind in ("lesions", "registration"):
+            href = link(figures / f"{cid}_{kind}.png")
+            if href:
+                parts.append(f"<p><img src='{html.escape(href)}' alt='{html.escape(cid)} {kind}'></p>")
+        group = by_case.get(cid)
+        if group is not None:
+            parts.append(_table(group.to_dict("records"), [
+                ("roi_number", "ROI #", None), ("roi_name", "ROI name", None), ("label", "label", None),
+                ("volume_mm3", "volume mm³", ".1f"), ("contour_volume_mm3", "contour volume mm³", ".1f"),
+                ("longest_axial_diameter_mm", "axial Ø mm", ".1f"), ("max_diameter_mm", "3D Ø mm", ".1f"),
+                ("rano_measurable", "RANO", None), ("hemisphere", "hemi", None), ("region", "region", None),
+                ("location_source", "source", None), ("enhancement_ratio", "enh. ratio", ".2f"),
+                ("distance_to_inner_skull_mm", "to inner skull mm", ".1f"),
+            ]))  # fmt: skip
+        parts.append("</section>")
+    parts.append("</body></html>")
+    out_html.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out_html, "\n".join(parts))
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return list(value)
+    return [value] if isinstance(value, str) and value else []
