@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_register.py study    [--source mni|synth] [--pairs N] [--set settings|speed]
     .venv/bin/python benchmarks/bench_register.py elastix  [--source mni|synth]
+    .venv/bin/python benchmarks/bench_register.py stress   --pairs N_CASES [--seed S] [--out FILE] [--no-elastix]
 
 Sources: ``mni`` builds thick-slice pairs from the MNI152 template shipped with nilearn
 with known rigid motions (no other module needed); ``synth`` uses
@@ -237,37 +238,19 @@ def _tre_summary(tre: np.ndarray) -> dict:
 
 STUDY = {
     "default": {},
-    "pyramid 2 levels (2,1)": {"shrink_factors": (2, 1), "smoothing_sigmas_mm": (1.0, 0.0)},
-    "pyramid 1 level": {"shrink_factors": (1,), "smoothing_sigmas_mm": (0.0,)},
-    "sampling 2%": {"sampling_percentage": 0.02},
-    "sampling 10%": {"sampling_percentage": 0.10},
-    "sampling RANDOM 5%": {"sampling_strategy": "RANDOM"},
-    "no head mask": {"use_head_mask": False},
+    "pyramid 2,1": {"levels_mm": (2.0, 1.0), "samples_per_level": (8000, 20000)},
+    "pyramid 1": {"levels_mm": (1.0,), "samples_per_level": (20000,)},
+    "half the samples": {"samples_per_level": (2000, 4000, 10000)},
+    "no head mask": {"head_masks": "none"},
+    "masks on both": {"head_masks": "both"},
     "bins 50": {"number_of_histogram_bins": 50},
-    "learning rate 1": {"learning_rate": 1.0},
+    "learning rate 2": {"learning_rate": 2.0},
     "min step 1e-2": {"min_step": 1e-2},
-    "ConjugateGradientLineSearch": {"optimizer": "ConjugateGradientLineSearch", "learning_rate": 1.0},
 }
-
-
-# Cheaper settings that trade accuracy (far inside the target: TRE median <= 0.5 mm,
-# max <= 1.0 mm) for time; the defaults were chosen from this set.
 SPEED_STUDY = {
-    "pyramid 4,2,1; 5%": {"shrink_factors": (4, 2, 1), "smoothing_sigmas_mm": (2.0, 1.0, 0.0)},
-    "pyramid 4,2,1; 2%": {"shrink_factors": (4, 2, 1), "smoothing_sigmas_mm": (2.0, 1.0, 0.0),
-                          "sampling_percentage": 0.02},
-    "pyramid 4,2,1; 5%; min step 0.01": {"shrink_factors": (4, 2, 1),
-                                         "smoothing_sigmas_mm": (2.0, 1.0, 0.0), "min_step": 0.01},
-    "pyramid 4,2; 5%": {"shrink_factors": (4, 2), "smoothing_sigmas_mm": (2.0, 0.0)},
-    "pyramid 4,2; 10%": {"shrink_factors": (4, 2), "smoothing_sigmas_mm": (2.0, 0.0),
-                         "sampling_percentage": 0.10},
-    "pyramid 4,2; 5%; min step 0.01": {"shrink_factors": (4, 2), "smoothing_sigmas_mm": (2.0, 0.0),
-                                      "min_step": 0.01},
-    "pyramid 2,1; 5%": {"shrink_factors": (2, 1), "smoothing_sigmas_mm": (1.0, 0.0)},
-    "pyramid 2,1; 2%": {"shrink_factors": (2, 1), "smoothing_sigmas_mm": (1.0, 0.0),
-                        "sampling_percentage": 0.02},
-    "pyramid 4,1; 2%": {"shrink_factors": (4, 1), "smoothing_sigmas_mm": (2.0, 0.0),
-                        "sampling_percentage": 0.02},
+    "half the samples": {"samples_per_level": (2000, 4000, 10000)},
+    "pyramid 4,2": {"levels_mm": (4.0, 2.0), "samples_per_level": (4000, 8000)},
+    "no rotated starts": {"start_rotation_deg": 0.0},
 }
 
 
@@ -337,17 +320,111 @@ def main() -> None:
         _sitk_child(*sys.argv[2:5])
         return
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("mode", choices=["study", "elastix"])
+    parser.add_argument("mode", choices=["study", "elastix", "stress"])
     parser.add_argument("--source", choices=["mni", "synth"], default="mni")
     parser.add_argument("--pairs", type=int, default=2, help="cases (each gives a T1 and a T2 pair)")
     parser.add_argument("--threads", type=int, default=1, help="elastix threads")
     parser.add_argument("--set", choices=["settings", "speed"], default="settings",
                         help="study: the original settings study or the speed candidates")
+    parser.add_argument("--seed", type=int, default=1, help="stress: corpus seed")
+    parser.add_argument("--out", type=Path, default=None, help="stress: JSON results file")
+    parser.add_argument("--no-elastix", action="store_true", help="stress: metsprep only")
     args = parser.parse_args()
-    if args.mode == "study":
+    if args.mode == "stress":
+        stress(args.pairs, args.seed, args.out, not args.no_elastix)
+    elif args.mode == "study":
         study(args.source, args.pairs, args.set)
     else:
         compare_elastix(args.source, args.pairs, args.threads)
+
+
+
+# ---------------------------------------------------------------- stress corpus
+
+
+def stress_pairs(workdir: Path, n_cases: int, seed: int) -> list[dict]:
+    """T1->T1C and T2->T1C pairs of the synth stress corpus, as the bids stage writes them
+    (NIfTI through metsprep.dicom_series and metsprep.bids), with the truth transforms."""
+    from metsprep.bids import nifti_image
+    from metsprep.dicom_series import read_series
+    from metsprep.synth import generate_cohort
+    from metsprep.synth.stress import stress_case_options
+
+    options = stress_case_options(n_cases, seed)
+    truth = generate_cohort(workdir / "stress", n_cases=n_cases, seed=seed, layout="per_case", case_options=options)
+    pairs = []
+    for case in truth["cases"]:
+        images = {}
+        for role in ("T1C", "T1", "T2"):
+            series = case["series"].get(role)
+            if not series:
+                continue
+            converted = read_series(workdir / "stress" / "dicom", [f for f in series["files"] if f])
+            path = workdir / "nifti" / f"{case['case_index']}_{role}.nii.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            nifti_image(converted.data, converted.geometry).to_filename(str(path))
+            images[role] = path
+        for role in ("T1", "T2"):
+            if role in images and case["transforms"].get(role):
+                pairs.append({
+                    "name": f"case{case['case_index']}-{role}", "fixed_path": images["T1C"], "moving_path": images[role],
+                    "truth": matrix_transform(case["transforms"][role]["moving_lps_from_t1c_lps"]),
+                    "points": np.array(case["brain_points_t1c_lps"]), "options": options[case["case_index"]],
+                })  # fmt: skip
+    return pairs
+
+
+def stress(n_cases: int, seed: int, out_json: Path | None, with_elastix: bool) -> None:
+    """metsprep and elastix side by side on the stress corpus: TRE, flags, core-seconds."""
+    from metsprep.register import register_pair
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        pairs = stress_pairs(tmp, n_cases, seed)
+        rows = []
+        for k, pair in enumerate(pairs):
+            fixed, moving = sitk.ReadImage(str(pair["fixed_path"])), sitk.ReadImage(str(pair["moving_path"]))
+            start = time.process_time()
+            result = register_pair(fixed, moving, RegistrationSettings())
+            cpu = time.process_time() - start
+            tre = target_registration_errors(result.transform, pair["truth"], pair["points"])
+            row = {"name": pair["name"], "metsprep_tre_median": float(np.median(tre)),
+                   "metsprep_tre_max": float(tre.max()), "metsprep_core_s": cpu,
+                   "metsprep_flags": list(result.flags), "options": sorted(pair["options"])}  # fmt: skip
+            if with_elastix and shutil.which("elastix"):
+                elx = run_elastix(fixed, moving, tmp / f"elx{k}", threads=1)
+                etre = target_registration_errors(elx["transform"], pair["truth"], pair["points"])
+                row.update(elastix_tre_median=float(np.median(etre)), elastix_tre_max=float(etre.max()),
+                           elastix_s=elx["seconds"])  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    summary = _stress_summary(rows)
+    print(json.dumps(summary, indent=1))
+    if out_json:
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps({"summary": summary, "pairs": rows}, indent=1) + "\n")
+
+
+def _stress_summary(rows: list[dict]) -> dict:
+    def stats(tool: str) -> dict:
+        if f"{tool}_tre_median" not in rows[0]:
+            return {}
+        med = np.array([r[f"{tool}_tre_median"] for r in rows])
+        worst = np.array([r[f"{tool}_tre_max"] for r in rows])
+        out = {"median_of_pair_medians_mm": float(np.median(med)), "p95_mm": float(np.percentile(med, 95)),
+               "max_mm": float(med.max()), "pairs_over_1mm": int((med > 1).sum()),
+               "gross_failures_over_2mm": int((med > 2).sum()), "worst_point_max_mm": float(worst.max())}  # fmt: skip
+        if tool == "metsprep":
+            flagged = np.array([bool(r["metsprep_flags"]) for r in rows])
+            out["gross_failures_unflagged"] = int(((med > 2) & ~flagged).sum())
+            good = med <= 2
+            out["flag_false_positive_rate"] = float((flagged & good).sum() / max(1, good.sum()))
+            out["core_s_mean"] = float(np.mean([r["metsprep_core_s"] for r in rows]))
+        else:
+            out["s_mean"] = float(np.mean([r["elastix_s"] for r in rows]))
+        return out
+
+    return {"pairs": len(rows), "metsprep": stats("metsprep"), "elastix": stats("elastix")}
 
 
 if __name__ == "__main__":

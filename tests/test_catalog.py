@@ -204,7 +204,7 @@ def make_case(root: Path, case_id: str = "sub-01_ses-01", *, with_t2: bool = Tru
             metric="MattesMutualInformation", metric_before=-0.3, metric_after=-0.6, iterations=40,
             iterations_per_level=(20, 20), stop_condition="converged", converged=True, rotation_deg=1.0,
             rotation_xyz_deg=(1.0, 0.0, 0.0), translation_mm=3.0, translation_xyz_mm=(1.0, 2.0, 2.0),
-            center_lps=(0.0, 0.0, 0.0), seconds=1.0,
+            center_lps=(0.0, 0.0, 0.0), seconds=1.0, check_disagreement_mm=0.1,
         )  # fmt: skip
     register = RegisterResult(SCHEMA_VERSION, case_id, "ok", None, (), {"T1": None, "T2": t2})
     rois = [

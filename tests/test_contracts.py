@@ -43,7 +43,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     convert_case(plan, out, files["bids"], BidsSettings())
     rasterize_case(plan, files["bids"], out, files["rtss"], work / "rois.parquet", work / "contours.parquet",
                    RtssSettings())  # fmt: skip
-    register_case(files["bids"], out, files["register"], RegistrationSettings(shrink_factors=(4,), smoothing_sigmas_mm=(2.0,)))
+    register_case(files["bids"], out, files["register"], RegistrationSettings(levels_mm=(4.0, 2.0), samples_per_level=(4000, 8000)))
     catalog_case(plan, files["bids"], files["rtss"], work / "rois.parquet", files["register"], LocationSettings(),
                  out, work / "lesions.parquet", files["case"])  # fmt: skip
     return {**files, "out": out}

@@ -241,13 +241,15 @@ def test_excluded_case_passes_through(tmp_path):
 
 
 def test_settings_from_config_rejects_unknown_keys():
-    settings = RegistrationSettings.from_config(
-        {"shrink_factors": [2, 1], "smoothing_sigmas_mm": [1.0, 0.0], "threads": 1})
-    assert settings.shrink_factors == (2, 1)
+    settings = RegistrationSettings.from_config({"levels_mm": [2.0, 1.0], "samples_per_level": [5000, 10000],
+                                                 "threads": 1})  # fmt: skip
+    assert settings.levels_mm == (2.0, 1.0) and settings.samples_per_level == (5000, 10000)
+    with pytest.raises(ValueError, match="one entry per level"):
+        RegistrationSettings.from_config({"levels_mm": [2.0, 1.0]})
     with pytest.raises(ValueError, match="unknown"):
         RegistrationSettings.from_config({"learning_rat": 1.0})
-    with pytest.raises(ValueError, match="per level"):
-        RegistrationSettings.from_config({"shrink_factors": [4, 2, 1], "smoothing_sigmas_mm": [1.0]})
+    with pytest.raises(ValueError, match="coarse to fine"):
+        RegistrationSettings.from_config({"levels_mm": [1.0, 4.0], "samples_per_level": [1000, 1000]})
 
 
 # ---------------------------------------------------------------- determinism
@@ -269,7 +271,7 @@ def test_deterministic_across_runs_and_thread_counts(cases):
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(default_threads)
     assert all(p == parameters[0] for p in parameters), parameters
     # A different sampling seed is a different (if equally good) result: the seed is used.
-    other = register_pair(fixed, moving, replace(settings, sampling_strategy="RANDOM", seed=1))
+    other = register_pair(fixed, moving, replace(settings, seed=1))
     assert other.transform.GetParameters() != parameters[0]
 
 
@@ -304,3 +306,70 @@ def test_sheared_t1c_marks_registrations_missing_and_case_stays_ok(tmp_path):
     assert "could not be opened" in result["registrations"]["T1"]["reason"]
     assert result["registrations"]["T2"] is None
     assert "registration_failed_T1" in result["flags"]
+
+
+# ---------------------------------------------------------------- stress corpus
+
+
+@pytest.fixture(scope="module")
+def stress_run(tmp_path_factory) -> dict:
+    """Three stress cases (10 deg / 15 mm motion; a T2 slab of 55% of the brain; descending
+    T1C and T2, shuffled T1 files) through the real match, bids and register stages."""
+    from metsprep.bids import convert_case
+    from metsprep.settings import BidsSettings
+    from metsprep.synth import generate_cohort
+    from metsprep.synth.stress import FORCED
+
+    import stages
+
+    root = tmp_path_factory.mktemp("stress")
+    truth = generate_cohort(root / "cohort", 3, 4, layout="per_case", case_options=dict(enumerate(FORCED[:3])))
+    plans = stages.match_plans(root / "cohort" / "dicom", root / "match")
+    out = root / "out"
+    runs = {}
+    for case in truth["cases"]:
+        case_id = stages.truth_case_id(case)
+        work = out / "work" / "cases" / case_id
+        convert_case(plans[case_id], out, work / "bids.json", BidsSettings())
+        register_case(work / "bids.json", out, work / "register.json", SETTINGS)
+        runs[case["case_index"]] = {"truth": case, "result": json.loads((work / "register.json").read_text())}
+    return {"out": out, "runs": runs}
+
+
+@pytest.mark.parametrize("case_index, what", [(0, "10 deg / 15 mm motion"), (1, "partial T2 slab"),
+                                              (2, "descending and shuffled slices")])
+def test_stress_tre_of_written_transforms(stress_run, case_index, what):
+    run = stress_run["runs"][case_index]
+    assert run["result"]["status"] == "ok"
+    for sequence in ("T1", "T2"):
+        record = run["result"]["registrations"][sequence]
+        transform = sitk.ReadTransform(str(stress_run["out"] / record["transform"]))
+        truth = matrix_transform(run["truth"]["transforms"][sequence]["moving_lps_from_t1c_lps"])
+        errors = tre_mm(transform, truth, run["truth"]["brain_points_t1c_lps"])
+        identity = tre_mm(sitk.Transform(3, sitk.sitkIdentity), truth, run["truth"]["brain_points_t1c_lps"])
+        print(f"{what} {sequence}: TRE median {np.median(errors):.3f} max {errors.max():.3f} mm "
+              f"(identity {np.median(identity):.1f}); check {record['check_disagreement_mm']:.3f} mm")
+        assert np.median(errors) <= 0.5 and errors.max() <= 1.5, (what, sequence)
+        assert record["flag"] is None, record["flag"]
+        assert record["check_disagreement_mm"] < SETTINGS.max_disagreement_mm
+
+
+def test_another_patients_image_is_flagged(cases):
+    """A deliberately wrong pair: the T2 of one synthetic patient onto another's T1C."""
+    result = register_pair(cases[0]["images"]["T1C"], cases[1]["images"]["T2"], SETTINGS)
+    assert result.flags, "registering another patient's image must be flagged"
+
+
+def test_integer_resampling_is_not_biased(cases):
+    """Rounding, not truncation: an integer image and the same image as float resample to
+    the same mean (a truncating cast was 0.5 low)."""
+    from metsprep.register import resample_onto
+
+    fixed, moving = cases[0]["images"]["T1C"], cases[0]["images"]["T1"]
+    transform = sitk.Euler3DTransform()
+    transform.SetTranslation((0.37, -0.41, 0.23))
+    as_int = sitk.GetArrayFromImage(resample_onto(sitk.Cast(moving, sitk.sitkInt16), fixed, transform)).astype(float)
+    as_float = sitk.GetArrayFromImage(resample_onto(sitk.Cast(moving, sitk.sitkFloat32), fixed, transform))
+    inside = as_float > 50
+    assert abs(float((as_int - as_float)[inside].mean())) < 0.02
+    assert np.abs(as_int - as_float)[inside].max() <= 0.5 + 1e-3
