@@ -187,3 +187,21 @@ def test_header_longer_than_the_read_prefix(mini, tmp_path):
     assert row.sop_instance_uid == t1c.sop_uids[1]
     assert list(row.image_position_patient) == [-4.0, -4.0, t1c.z_mm[1]]
     assert (row.rows, row.columns) == (8, 8) and row.size_bytes > 40_000
+
+
+def test_no_patient_name_in_the_inventory(synth_cohort, tmp_path):
+    """Privacy: the inventory and its shards carry whether a name is present, never the name."""
+    shard = tmp_path / "shard-0.parquet"
+    scan_shard(synth_cohort.dicom_dir, 0, 1, shard)
+    merge_shards([shard], tmp_path / "inventory.parquet")
+    inventory = pd.read_parquet(tmp_path / "inventory.parquet")
+    assert "patient_name" not in inventory.columns
+    images = inventory[inventory["readable"]]
+    assert images["patient_name_present"].all()
+    names = {str(c["patient_name"]) for c in synth_cohort.truth["cases"]}
+    assert names and all(len(n) > 3 for n in names)
+    for path in (shard, tmp_path / "inventory.parquet"):
+        raw = path.read_bytes()
+        for name in names:
+            for part in name.split("^"):
+                assert part.encode() not in raw, (path.name, part)

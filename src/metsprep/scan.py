@@ -53,7 +53,7 @@ _STRING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("sop_class_uid", "SOPClassUID"), ("sop_instance_uid", "SOPInstanceUID"),
     ("study_instance_uid", "StudyInstanceUID"), ("series_instance_uid", "SeriesInstanceUID"),
     ("frame_of_reference_uid", "FrameOfReferenceUID"), ("modality", "Modality"),
-    ("patient_id", "PatientID"), ("patient_name", "PatientName"),
+    ("patient_id", "PatientID"),
     ("patient_sex", "PatientSex"), ("patient_age", "PatientAge"),
     ("study_date", "StudyDate"), ("study_time", "StudyTime"),
     ("series_date", "SeriesDate"), ("series_time", "SeriesTime"),
@@ -101,6 +101,8 @@ _RAW_SCHEMA = pa.schema(
     + [(name, pa.int64()) for name, _ in _INT_COLUMNS]
     + [(name, pa.list_(pa.float64())) for name, _ in _FLOAT_LIST_COLUMNS]
     + [
+        # never the name itself: no identifying value is written to any output
+        ("patient_name_present", pa.bool_()),
         ("image_type", pa.list_(pa.string())),
         # RT Structure Set only
         ("structure_set_label", pa.string()), ("structure_set_date", pa.string()),
@@ -123,6 +125,7 @@ _DESCRIPTIONS = {
     "sop_class_name": "Name of the SOP Class (e.g. MR Image Storage, RT Structure Set Storage).",
     "transfer_syntax_uid": "Transfer Syntax UID from the file meta information (0002,0010).",
     "image_type": "DICOM ImageType (0008,0008) values.",
+    "patient_name_present": "True when Patient's Name (0010,0010) is filled; the name itself is never written.",
     "structure_set_label": "RTSS StructureSetLabel (3006,0002).",
     "structure_set_date": "RTSS StructureSetDate (3006,0008).",
     "structure_set_time": "RTSS StructureSetTime (3006,0009).",
@@ -604,6 +607,8 @@ def _value(values: dict[str, Any], keyword: str) -> Any:
 
 
 def _fill_header_columns(row: dict[str, Any], ds: dict[str, Any]) -> None:
+    name = _value(ds, "PatientName")
+    row["patient_name_present"] = name is not None and bool(str(name).strip())
     for column, keyword in _STRING_COLUMNS:
         value = _value(ds, keyword)
         if value is not None:

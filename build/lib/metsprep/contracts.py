@@ -322,6 +322,7 @@ class RegistrationRecord(Contract):
     translation_xyz_mm: tuple[float, float, float] | None
     center_lps: tuple[float, float, float] | None
     seconds: float | None
+    check_disagreement_mm: float | None  # vs a second registration from a perturbed start
 
     @classmethod
     def missing_because(cls, reason: str) -> RegistrationRecord:
@@ -330,7 +331,7 @@ class RegistrationRecord(Contract):
             metric=None, metric_before=None, metric_after=None, iterations=None,
             iterations_per_level=(), stop_condition=None, converged=None, rotation_deg=None,
             rotation_xyz_deg=None, translation_mm=None, translation_xyz_mm=None,
-            center_lps=None, seconds=None,
+            center_lps=None, seconds=None, check_disagreement_mm=None,
         )  # fmt: skip
 
 

@@ -444,8 +444,10 @@ def build_report(
     reg = [r for r in records if r.get("t1_registration_flag") or r.get("t2_registration_flag") or len(_as_list(r.get("registration_flags")))]
     parts.append(_table(reg, [
         ("case_id", "case", None), ("t1_registration_flag", "T1 flag", None), ("t1_rotation_deg", "T1 rot °", ".2f"),
-        ("t1_translation_mm", "T1 transl mm", ".1f"), ("t2_registration_flag", "T2 flag", None),
-        ("t2_rotation_deg", "T2 rot °", ".2f"), ("t2_translation_mm", "T2 transl mm", ".1f"), ("registration_flags", "flags", None),
+        ("t1_translation_mm", "T1 transl mm", ".1f"), ("t1_registration_check_mm", "T1 check mm", ".2f"),
+        ("t2_registration_flag", "T2 flag", None), ("t2_rotation_deg", "T2 rot °", ".2f"),
+        ("t2_translation_mm", "T2 transl mm", ".1f"), ("t2_registration_check_mm", "T2 check mm", ".2f"),
+        ("registration_flags", "flags", None),
     ]))  # fmt: skip
     parts.append("<h3>Location (ROI name vs geometry)</h3>")
     loc = lesions[lesions["location_flag"].notna()].to_dict("records") if len(lesions) else []

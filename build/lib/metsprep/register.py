@@ -4,10 +4,9 @@ Convention (ITK's, see docs/design.md): the transform maps a point in T1C LPS mm
 same anatomical point in the moving series' LPS mm, so
 ``sitk.Resample(moving, t1c, transform)`` puts the moving image on the T1C grid.
 
-The series of one study share a DICOM Frame of Reference, so registration starts from
-the identity in physical space (never from image centres); the rotation centre is put
-at the head's centre of mass in the fixed image, which changes the parametrisation but
-not the mapping. Settings were chosen by target registration error and time, see
+The method (anisotropic pyramid, masks on both images, several starts, an independent
+check from a perturbed start) is described where it is implemented, below; settings were
+chosen by target registration error and time on the stress corpus, see
 docs/registration.md and benchmarks/bench_register.py.
 """
 
@@ -49,6 +48,7 @@ class RegistrationResult:
     translation_mm: dict[str, Any]  # vector (displacement at rotation centre) and norm
     center_lps: list[float]
     seconds: float
+    check_disagreement_mm: float | None = None  # between this result and one from a perturbed start
     flags: list[str] = field(default_factory=list)
 
     def record(self, transform: str, image: str, sidecar: str) -> RegistrationRecord:
@@ -65,6 +65,7 @@ class RegistrationResult:
             translation_xyz_mm=tuple(float(v) for v in self.translation_mm["vector"]),  # type: ignore[arg-type]
             center_lps=(self.center_lps[0], self.center_lps[1], self.center_lps[2]),
             seconds=round(self.seconds, 3),
+            check_disagreement_mm=self.check_disagreement_mm,
         )  # fmt: skip
 
 
@@ -73,32 +74,44 @@ def _finite_or_none(value: float) -> float | None:
 
 
 # ---------------------------------------------------------------- registration
+#
+# The method, read top-down (settings and their measurements: docs/registration.md):
+# 1. A pyramid that respects anisotropic voxels: each level bins the images to about
+#    `levels_mm[l]` in-plane (sitk.BinShrink, box averaging), never coarser than the target
+#    along an axis, so 3-7 mm slices are not thinned out further (a uniform shrink of 4
+#    turned 6 mm slices into 24 mm ones).
+# 2. A head mask on the fixed image (or both, or none: `head_masks`) restricts the metric;
+#    random samples, a fixed number per level (`samples_per_level`) inside the fixed mask,
+#    seeded for reproducibility.
+# 3. Starts at the coarsest level that do not depend on where the scanner put the head:
+#    the identity (one Frame of Reference), the head-mask centroid shift, and rotations of
+#    +-`start_rotation_deg` about each axis; the best few by metric are optimised at the
+#    coarsest level and the best result goes on through the finer levels.
+# 4. An independent check: the finest level is run again from a start perturbed by
+#    `check_rotation_deg` and `check_translation_mm`; a good optimum is found again. The
+#    largest distance between the two results at head points is reported, and a
+#    registration whose two results are more than `max_disagreement_mm` apart is flagged.
+
+# Head masks are computed at this working spacing (mm); ITK looks mask points up in
+# physical space, so one coarse mask serves every level.
+MASK_SPACING_MM = 2.0
+# How many of the best starts (by their metric before optimisation) are optimised at the
+# coarsest level.
+STARTS_OPTIMISED = 2
 
 
-# The head mask only restricts where the metric samples and places the rotation centre,
-# so it is computed on a grid shrunk 2x in-plane (about 1.8 mm voxels): 4x fewer voxels,
-# measured 2.5x faster; ITK looks mask points up in physical space, so the coarser grid is
-# used as is. Measured effect on TRE: within noise (docs/registration.md).
-HEAD_MASK_SHRINK = (2, 2, 1)
-# metric_before/after (QC only) are dense Mattes MI over the head mask on the T1C grid
-# shrunk by this factor (SimpleITK's MetricEvaluate ignores the sampling percentage and
-# visits every voxel: 0.13 s per call at full resolution, 4 calls per case).
-QC_METRIC_SHRINK = (2, 2, 1)
-# Images finer than this (mm per voxel, per axis) are averaged in bins down to about it
-# before registering (sitk.BinShrink; physical space unchanged, so the transform applies
-# to the full-resolution images). Otherwise the work grows with the matrix: a 512x512
-# T1C took 2.5 s per pair against 0.6 s for 256x256 at the same anatomy, because the
-# samples are a percentage of the grid (docs/registration.md).
-WORKING_SPACING_MM = 1.0
-
-
-def working_resolution(image: sitk.Image) -> sitk.Image:
-    """``image`` as float32, binned to about WORKING_SPACING_MM where it is finer."""
+def _binned(image: sitk.Image, target_mm: float) -> sitk.Image:
+    """``image`` as float32, binned to about ``target_mm`` per axis where it is finer."""
     import SimpleITK as sitk
 
     image = sitk.Cast(image, sitk.sitkFloat32)
-    factors = [max(1, round(WORKING_SPACING_MM / s)) for s in image.GetSpacing()]
+    factors = [max(1, int(round(target_mm / s))) for s in image.GetSpacing()]
     return sitk.BinShrink(image, factors) if any(f > 1 for f in factors) else image
+
+
+def working_resolution(image: sitk.Image) -> sitk.Image:
+    """``image`` at the finest level of the default pyramid (about 1 mm in-plane)."""
+    return _binned(image, 1.0)
 
 
 def _mask_centroid_lps(mask: sitk.Image) -> list[float]:
@@ -109,9 +122,14 @@ def _mask_centroid_lps(mask: sitk.Image) -> list[float]:
     return list(stats.GetCentroid(1))
 
 
-def _image_centre_lps(image: sitk.Image) -> list[float]:
-    size = np.array(image.GetSize(), dtype=float)
-    return list(image.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2).tolist()))
+def _mask_points_lps(mask: sitk.Image, n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` voxel centres of a mask, in LPS mm (for comparing two transforms)."""
+    import SimpleITK as sitk
+
+    kji = np.argwhere(sitk.GetArrayViewFromImage(mask) > 0)
+    if len(kji) > n:
+        kji = kji[np.random.default_rng(seed).choice(len(kji), n, replace=False)]
+    return np.array([mask.TransformIndexToPhysicalPoint([int(i), int(j), int(k)]) for k, j, i in kji])
 
 
 def rotation_angles_deg(transform: sitk.Euler3DTransform) -> dict[str, float]:
@@ -133,58 +151,11 @@ def translation_at(transform: sitk.Transform, point_lps: list[float]) -> dict[st
     return {"vector": vector.tolist(), "norm": float(np.linalg.norm(vector))}
 
 
-def _configure_method(settings: RegistrationSettings, fixed_mask: sitk.Image | None) -> sitk.ImageRegistrationMethod:
-    import SimpleITK as sitk
-
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.number_of_histogram_bins)
-    strategy = settings.sampling_strategy.upper()
-    if strategy != "NONE":
-        method.SetMetricSamplingStrategy(getattr(method, strategy))
-        method.SetMetricSamplingPercentage(settings.sampling_percentage, settings.seed)
-    if fixed_mask is not None:
-        method.SetMetricFixedMask(fixed_mask)
-    # Gradients computed at the sample points only: cheaper than gradient images.
-    method.SetMetricUseFixedImageGradientFilter(False)
-    method.SetMetricUseMovingImageGradientFilter(False)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetShrinkFactorsPerLevel(list(settings.shrink_factors))
-    method.SetSmoothingSigmasPerLevel(list(settings.smoothing_sigmas_mm))
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    if settings.optimizer == "RegularStepGradientDescent":
-        method.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=settings.learning_rate,
-            minStep=settings.min_step,
-            numberOfIterations=settings.max_iterations,
-            relaxationFactor=settings.relaxation_factor,
-            gradientMagnitudeTolerance=settings.gradient_tolerance,
-        )
-    elif settings.optimizer == "ConjugateGradientLineSearch":
-        method.SetOptimizerAsConjugateGradientLineSearch(
-            learningRate=settings.learning_rate,
-            numberOfIterations=settings.max_iterations,
-            convergenceMinimumValue=1e-6,
-            convergenceWindowSize=10,
-        )
-    elif settings.optimizer == "GradientDescent":
-        method.SetOptimizerAsGradientDescent(
-            learningRate=settings.learning_rate,
-            numberOfIterations=settings.max_iterations,
-            convergenceMinimumValue=1e-6,
-            convergenceWindowSize=10,
-            estimateLearningRate=method.EachIteration,
-            maximumStepSizeInPhysicalUnits=settings.learning_rate,
-        )
-    else:
-        raise ValueError(f"unknown optimizer {settings.optimizer!r}")
-    # Scales so that one unit of every parameter moves the image about the same distance.
-    method.SetOptimizerScalesFromPhysicalShift()
-    return method
-
-
-def _stopped_converged(stop_condition: str) -> bool:
-    text = stop_condition.lower()
-    return "maximum number of iterations" not in text
+def distance_p95_mm(a: sitk.Transform, b: sitk.Transform, points_lps: np.ndarray) -> float:
+    """95th percentile of the distances between where two transforms put the same points."""
+    pa = np.array([a.TransformPoint(tuple(map(float, p))) for p in points_lps])
+    pb = np.array([b.TransformPoint(tuple(map(float, p))) for p in points_lps])
+    return float(np.percentile(np.linalg.norm(pa - pb, axis=1), 95)) if len(points_lps) else 0.0
 
 
 @contextmanager
@@ -195,8 +166,8 @@ def single_threaded_itk() -> Iterator[None]:
     joint histogram derivatives in a thread-dependent order, so two runs on the same
     images differ in the last bits (about 1e-9 mm), even run to run at the same thread
     count; ``ImageRegistrationMethod.SetNumberOfThreads`` does not reach the metric, only
-    the global default does. One thread is bitwise reproducible and, on this 2-core
-    machine with one registration per Snakemake job, no slower.
+    the global default does. One thread is bitwise reproducible and, with one
+    registration per Snakemake job, the cheapest in core-seconds.
     """
     import SimpleITK as sitk
 
@@ -209,23 +180,42 @@ def single_threaded_itk() -> Iterator[None]:
 
 
 @dataclass
-class FixedImage:
-    """What one case's registrations share: the T1C at working resolution (float32), its
-    head mask and the rotation centre."""
+class Pyramid:
+    """One image at every level of the pyramid, with its head mask."""
 
-    image: Any  # sitk.Image, float32, see working_resolution
-    mask: Any  # sitk.Image (coarse grid, see HEAD_MASK_SHRINK) or None
+    levels: list[Any]  # sitk.Image per level, coarse to fine
+    mask: Any  # sitk.Image on the MASK_SPACING_MM grid
+    mask_fraction: float  # share of that grid inside the mask
+
+    @classmethod
+    def of(cls, image: sitk.Image, settings: RegistrationSettings) -> Pyramid:
+        import SimpleITK as sitk
+
+        levels = [_binned(image, mm) for mm in settings.levels_mm]
+        # Always made: it places the rotation centre, the centroid start and the check's
+        # points; whether it restricts the metric is `head_masks`.
+        mask = head_mask(_binned(image, MASK_SPACING_MM))
+        fraction = float(sitk.GetArrayViewFromImage(mask).mean()) or 1.0
+        return cls(levels, mask, fraction)
+
+
+@dataclass
+class FixedImage:
+    """What one case's registrations share: the T1C pyramid, its mask and the rotation centre."""
+
+    pyramid: Pyramid
     center_lps: list[float]
+    check_points_lps: np.ndarray
     seconds: float
 
     @classmethod
     def prepare(cls, fixed: sitk.Image, settings: RegistrationSettings) -> FixedImage:
         start = time.perf_counter()
         with single_threaded_itk():
-            image = working_resolution(fixed)
-            mask = head_mask(image, HEAD_MASK_SHRINK) if settings.use_head_mask else None
-            center = _mask_centroid_lps(mask) if mask is not None else _image_centre_lps(image)
-        return cls(image, mask, center, time.perf_counter() - start)
+            pyramid = Pyramid.of(fixed, settings)
+            center = _mask_centroid_lps(pyramid.mask)
+            points = _mask_points_lps(pyramid.mask, 2000, settings.seed)
+        return cls(pyramid, center, points, time.perf_counter() - start)
 
 
 def register_pair(
@@ -235,8 +225,7 @@ def register_pair(
     """Rigidly register ``moving`` onto ``fixed``; the transform maps fixed LPS to moving LPS.
 
     ``prepared`` (from ``FixedImage.prepare(fixed, settings)``) lets the registrations of
-    one case share the fixed image's head mask; without it the mask is computed here and
-    its time counts in ``seconds``.
+    one case share the fixed pyramid; without it, it is built here and counts in ``seconds``.
     """
     if prepared is None:
         prepared = FixedImage.prepare(fixed, settings)
@@ -249,40 +238,132 @@ def register_pair(
     return result
 
 
-def _register_pair(
-    prepared: FixedImage, moving: sitk.Image, settings: RegistrationSettings
-) -> RegistrationResult:
+def _method(
+    settings: RegistrationSettings, fixed: Pyramid, moving: Pyramid, level: int
+) -> sitk.ImageRegistrationMethod:
     import SimpleITK as sitk
 
-    start = time.perf_counter()
-    fixed_f, mask, center = prepared.image, prepared.mask, prepared.center_lps
-    moving_f = working_resolution(moving)
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.number_of_histogram_bins)
+    image = fixed.levels[level]
+    n_voxels = float(np.prod(image.GetSize()))
+    masked = settings.head_masks in ("fixed", "both")
+    percentage = min(1.0, settings.samples_per_level[level] / (n_voxels * (fixed.mask_fraction if masked else 1.0)))
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(percentage, settings.seed)
+    if masked:
+        method.SetMetricFixedMask(fixed.mask)
+    if settings.head_masks == "both":
+        method.SetMetricMovingMask(moving.mask)
+    # Gradients computed at the sample points only: cheaper than gradient images.
+    method.SetMetricUseFixedImageGradientFilter(False)
+    method.SetMetricUseMovingImageGradientFilter(False)
+    method.SetInterpolator(sitk.sitkLinear)
+    step = settings.learning_rate * settings.levels_mm[level] / settings.levels_mm[-1]
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=step,
+        minStep=settings.min_step * (settings.levels_mm[level] / settings.levels_mm[-1]) ** 2,
+        numberOfIterations=settings.max_iterations,
+        relaxationFactor=settings.relaxation_factor,
+        gradientMagnitudeTolerance=settings.gradient_tolerance,
+    )
+    # Scales so that one unit of every parameter moves the image about the same distance.
+    method.SetOptimizerScalesFromPhysicalShift()
+    return method
 
-    # Identity in physical space (shared Frame of Reference); centre only re-parametrises.
-    initial = sitk.Euler3DTransform()
-    initial.SetCenter(center)
 
-    method = _configure_method(settings, mask)
-    method.SetInitialTransform(initial, inPlace=False)
+def _optimise(
+    settings: RegistrationSettings, fixed: Pyramid, moving: Pyramid, level: int, start: sitk.Euler3DTransform
+) -> tuple[sitk.Euler3DTransform, float, int, str]:
+    """One pyramid level from ``start``: (transform, final metric, iterations, stop condition)."""
+    import SimpleITK as sitk
 
-    iterations_per_level: list[int] = []
+    method = _method(settings, fixed, moving, level)
+    method.SetInitialTransform(sitk.Euler3DTransform(start), inPlace=False)
+    iterations = [0]
 
-    def on_level() -> None:
-        iterations_per_level.append(0)
+    def count() -> None:
+        iterations[0] += 1
 
-    def on_iteration() -> None:
-        iterations_per_level[-1] += 1
+    method.AddCommand(sitk.sitkIterationEvent, count)
+    optimized = method.Execute(fixed.levels[level], moving.levels[level])
+    if optimized.GetName() == "CompositeTransform":
+        optimized = sitk.CompositeTransform(optimized).GetBackTransform()
+    transform = sitk.Euler3DTransform(optimized)
+    return transform, float(method.GetMetricValue()), iterations[0], method.GetOptimizerStopConditionDescription()
 
-    method.AddCommand(sitk.sitkMultiResolutionIterationEvent, on_level)
-    method.AddCommand(sitk.sitkIterationEvent, on_iteration)
 
-    metric_before = _metric_value(fixed_f, moving_f, initial, settings, mask)
-    optimized = method.Execute(fixed_f, moving_f)
-    transform = sitk.Euler3DTransform(sitk.CompositeTransform(optimized).GetBackTransform()) \
-        if optimized.GetName() == "CompositeTransform" else sitk.Euler3DTransform(optimized)
-    metric_after = _metric_value(fixed_f, moving_f, transform, settings, mask)
-    stop = method.GetOptimizerStopConditionDescription()
-    converged = _stopped_converged(stop)
+def _metric_at(settings: RegistrationSettings, fixed: Pyramid, moving: Pyramid, level: int,
+               transform: sitk.Transform) -> float:  # fmt: skip
+    """The level's sampled Mattes MI at ``transform`` (negative: lower is better)."""
+    method = _method(settings, fixed, moving, level)
+    method.SetInitialTransform(transform, inPlace=False)
+    return float(method.MetricEvaluate(fixed.levels[level], moving.levels[level]))
+
+
+def _starts(settings: RegistrationSettings, center: list[float], fixed: Pyramid, moving: Pyramid) -> list[Any]:
+    """Candidate starts: identity, the mask-centroid shift, and rotations about each axis."""
+    import SimpleITK as sitk
+
+    def euler(angles: tuple[float, float, float] = (0.0, 0.0, 0.0), shift: Any = (0.0, 0.0, 0.0)) -> Any:
+        transform = sitk.Euler3DTransform()
+        transform.SetCenter(center)
+        transform.SetRotation(*[math.radians(a) for a in angles])
+        transform.SetTranslation([float(v) for v in shift])
+        return transform
+
+    # the identity (one Frame of Reference) and the head-centroid shift (moments)
+    starts = [euler(), euler(shift=np.subtract(_mask_centroid_lps(moving.mask), _mask_centroid_lps(fixed.mask)))]
+    angle = settings.start_rotation_deg
+    if angle > 0:
+        for axis in range(3):
+            for sign in (-1.0, 1.0):
+                angles = [0.0, 0.0, 0.0]
+                angles[axis] = sign * angle
+                starts.append(euler(tuple(angles)))  # type: ignore[arg-type]
+    return starts
+
+
+def _perturbed(transform: sitk.Euler3DTransform, settings: RegistrationSettings) -> sitk.Euler3DTransform:
+    """``transform`` moved by the check's rotation (about a fixed oblique axis) and shift."""
+    import SimpleITK as sitk
+
+    out = sitk.Euler3DTransform(transform)
+    angles = np.radians(settings.check_rotation_deg) * np.array([0.6, -0.5, 0.62])
+    params = list(out.GetParameters())
+    for i in range(3):
+        params[i] += float(angles[i])
+    shift = settings.check_translation_mm * np.array([0.58, 0.58, -0.58])
+    for i in range(3):
+        params[3 + i] += float(shift[i])
+    out.SetParameters(params)
+    return out
+
+
+def _register_pair(prepared: FixedImage, moving_image: sitk.Image, settings: RegistrationSettings) -> RegistrationResult:
+    start_time = time.perf_counter()
+    fixed = prepared.pyramid
+    moving = Pyramid.of(moving_image, settings)
+    center = prepared.center_lps
+    n_levels = len(settings.levels_mm)
+    qc_level = max(0, n_levels - 2)  # QC metrics on the second-finest level (cheap, dense enough)
+
+    starts = _starts(settings, center, fixed, moving)
+    identity = starts[0]
+    metric_before = _metric_at(settings, fixed, moving, qc_level, identity)
+    ranked = sorted(starts, key=lambda t: _metric_at(settings, fixed, moving, 0, t))[:STARTS_OPTIMISED]
+    coarse = [_optimise(settings, fixed, moving, 0, t) for t in ranked]
+    transform, _, iterations, stop = min(coarse, key=lambda r: r[1])
+    iterations_per_level = [sum(r[2] for r in coarse)]
+    for level in range(1, n_levels):
+        transform, _, n_iterations, stop = _optimise(settings, fixed, moving, level, transform)
+        iterations_per_level.append(n_iterations)
+
+    # the independent check: the finest level again, from a perturbed start
+    check, _, _, _ = _optimise(settings, fixed, moving, n_levels - 1, _perturbed(transform, settings))
+    disagreement = distance_p95_mm(transform, check, prepared.check_points_lps)
+
+    metric_after = _metric_at(settings, fixed, moving, qc_level, transform)
     result = RegistrationResult(
         transform=transform,
         metric_before=metric_before,
@@ -290,43 +371,25 @@ def _register_pair(
         iterations=int(sum(iterations_per_level)),
         iterations_per_level=iterations_per_level,
         stop_condition=stop,
-        converged=converged,
+        converged="maximum number of iterations" not in stop.lower(),
         rotation_deg=rotation_angles_deg(transform),
         translation_mm=translation_at(transform, center),
         center_lps=[float(c) for c in center],
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start_time,
+        check_disagreement_mm=disagreement,
     )
     result.flags = registration_flags(result, settings)
     return result
 
 
-def _metric_value(
-    fixed: sitk.Image,
-    moving: sitk.Image,
-    transform: sitk.Transform,
-    settings: RegistrationSettings,
-    mask: sitk.Image | None,
-) -> float:
-    """Mattes MI over every voxel of the head mask on the T1C grid shrunk by
-    QC_METRIC_SHRINK (moving sampled by linear interpolation), for before/after QC."""
-    import SimpleITK as sitk
-
-    if any(f > 1 for f in QC_METRIC_SHRINK):
-        fixed = sitk.Shrink(fixed, list(QC_METRIC_SHRINK))
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.number_of_histogram_bins)
-    if mask is not None:
-        method.SetMetricFixedMask(mask)
-    method.SetMetricUseFixedImageGradientFilter(False)
-    method.SetMetricUseMovingImageGradientFilter(False)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetInitialTransform(transform, inPlace=False)
-    return float(method.MetricEvaluate(fixed, moving))
-
-
 def registration_flags(result: RegistrationResult, settings: RegistrationSettings) -> list[str]:
-    """Reasons a registration looks implausible (it is kept; a person should look)."""
+    """Reasons a registration may be wrong (it is kept; a person should look)."""
     flags = []
+    if result.check_disagreement_mm is not None and result.check_disagreement_mm > settings.max_disagreement_mm:
+        flags.append(
+            f"a second registration from a perturbed start ended {result.check_disagreement_mm:.1f} mm away "
+            f"(more than {settings.max_disagreement_mm} mm): the optimum is not well defined"
+        )
     if result.rotation_deg["total"] > settings.max_rotation_deg:
         flags.append(
             f"rotation {result.rotation_deg['total']:.1f} deg exceeds {settings.max_rotation_deg} deg"
@@ -337,7 +400,7 @@ def registration_flags(result: RegistrationResult, settings: RegistrationSetting
             f"{settings.max_translation_mm} mm"
         )
     # Mattes MI is negated: lower is better.
-    if not result.metric_after < result.metric_before:
+    if not result.metric_after <= result.metric_before:
         flags.append(
             f"metric after ({result.metric_after:.4f}) not better than identity "
             f"({result.metric_before:.4f})"

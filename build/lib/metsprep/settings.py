@@ -87,27 +87,35 @@ class RegistrationSettings(StageSettings):
 
     section = "register"
     number_of_histogram_bins: int = 32
-    sampling_strategy: str = "REGULAR"  # REGULAR | RANDOM | NONE
-    sampling_percentage: float = 0.10  # of the fixed grid's voxels, before the head mask
+    # Pyramid: working in-plane spacing (mm) of each level, coarse to fine; an axis coarser
+    # than a level's target (thick slices) is not binned.
+    levels_mm: tuple[float, ...] = (4.0, 2.0, 1.0)
+    # random metric samples at each level (inside the fixed head mask, if used): few where the
+    # images are coarse, many at the finest level, where sampling noise limits the accuracy
+    samples_per_level: tuple[int, ...] = (4000, 8000, 20000)
     seed: int = 20240611
-    shrink_factors: tuple[int, ...] = (4, 2)
-    smoothing_sigmas_mm: tuple[float, ...] = (2.0, 0.0)
-    use_head_mask: bool = True
-    optimizer: str = "RegularStepGradientDescent"  # or ConjugateGradientLineSearch, GradientDescent
-    learning_rate: float = 2.0  # first step, in mm of the largest physical shift
-    min_step: float = 1e-3
-    relaxation_factor: float = 0.5
+    head_masks: str = "none"  # restrict the metric by head masks on: none | fixed | both
+    start_rotation_deg: float = 10.0  # rotated starts at the coarsest level (0: identity and centroid only)
+    learning_rate: float = 1.0  # first step at the finest level, mm; scaled with the level's spacing
+    min_step: float = 0.002  # at the finest level, mm; scaled with the square of the level's spacing
+    relaxation_factor: float = 0.7
     gradient_tolerance: float = 1e-6
-    max_iterations: int = 200
+    max_iterations: int = 200  # per level
+    # The independent check: a second registration from a start moved by this much.
+    check_rotation_deg: float = 3.0
+    check_translation_mm: float = 4.0
+    max_disagreement_mm: float = 1.0
     # QC bounds: a result beyond them is flagged (kept, not excluded).
-    max_rotation_deg: float = 10.0
-    max_translation_mm: float = 20.0
+    max_rotation_deg: float = 15.0
+    max_translation_mm: float = 25.0
     # Mattes MI (nats, sign flipped back) below which the images are deemed not aligned.
-    min_mutual_information: float = 0.15
+    min_mutual_information: float = 0.1
 
     def __post_init__(self) -> None:
-        if len(self.shrink_factors) != len(self.smoothing_sigmas_mm):
-            raise ValueError("shrink_factors and smoothing_sigmas_mm need one entry per level")
+        if not self.levels_mm or any(b > a for a, b in zip(self.levels_mm, self.levels_mm[1:])):
+            raise ValueError("levels_mm must list at least one level, coarse to fine")
+        if len(self.samples_per_level) != len(self.levels_mm):
+            raise ValueError("samples_per_level needs one entry per level of levels_mm")
 
 
 #: The library's settings class of each config section (the others are the workflow's).

@@ -164,6 +164,8 @@ def _registration_columns(prefix: str, record: RegistrationRecord | None) -> dic
         f"{prefix}_rotation_deg": record.rotation_deg if record else None,
         f"{prefix}_translation_mm": record.translation_mm if record else None,
         f"{prefix}_registration_flag": record.flag if record else None,
+        f"{prefix}_registration_trusted": (record.flag is None) if record else None,
+        f"{prefix}_registration_check_mm": record.check_disagreement_mm if record else None,
     }
 
 
@@ -265,6 +267,10 @@ def _lesion_rows(
     objects = ndi.find_objects(label_map) if label_map.max() > 0 else []
     rows = []
     by_number = sorted(rois, key=lambda r: (r.get("roi_number") is None, r.get("roi_number") or 0))
+    # every lesion row says so where its T1/T2 intensities come from a flagged registration
+    untrusted = [seq for seq in ("t1", "t2") if case.get(f"{seq}_registration_trusted") is False]
+    intensity_flag = ("; ".join(f"{seq.upper()} registration flagged ({case[f'{seq}_registration_flag']}): "
+                                f"{seq}_* intensities may be misplaced" for seq in untrusted) or None)  # fmt: skip
     for roi in by_number:
         label = int(roi["label"]) if roi.get("label") is not None else None
         row: dict[str, Any] = {
@@ -273,6 +279,7 @@ def _lesion_rows(
             "n_contours": roi.get("n_contours"), "n_contours_used": roi.get("n_contours_used"),
             "generation_algorithm": roi.get("generation_algorithm"),
             "roi_status": roi.get("status") or "ok", "roi_status_reason": roi.get("reason"), "nab_t1c_mean": nab_mean,
+            "intensity_flag": intensity_flag,
         }  # fmt: skip
         box = objects[label - 1] if label is not None and 0 < label <= len(objects) else None
         name_location = location.location_from_name(row["roi_name"], vocabulary)

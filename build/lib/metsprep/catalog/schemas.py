@@ -96,6 +96,7 @@ LESION_COLUMNS: list[Column] = [
     _c("nab_t1c_mean", F, "Mean T1C intensity of the case's normal-appearing brain (see the definitions)", "a.u."),
     _c("enhancement_ratio", F, "Lesion T1C mean / normal-appearing brain T1C mean", "1"),
     _c("generation_algorithm", S, "ROI Generation Algorithm (3006,0036): MANUAL, SEMIAUTOMATIC, AUTOMATIC"),
+    _c("intensity_flag", S, "Set where t1_*/t2_* intensities come from a registration that a check flagged (the values may be misplaced); null otherwise"),
     _c("roi_status", S, "ok, or why the ROI has no voxel (from the rtss stage)"),
     _c("roi_status_reason", S, "Reason given by the rtss stage when roi_status is not ok"),
 ]
@@ -110,7 +111,9 @@ _REG_COLUMNS = [
         _c(f"{seq}_stop_condition", S, f"Optimizer stop condition of the {seq.upper()} registration"),
         _c(f"{seq}_rotation_deg", F, f"Total rotation angle of the {seq.upper()} -> T1C rigid transform", "deg"),
         _c(f"{seq}_translation_mm", F, f"Translation norm of the {seq.upper()} -> T1C rigid transform at the rotation centre", "mm"),
-        _c(f"{seq}_registration_flag", S, f"Why the {seq.upper()} registration looks suspicious (null when it does not)"),
+        _c(f"{seq}_registration_flag", S, f"Why the {seq.upper()} registration may be wrong (null when no check fired)"),
+        _c(f"{seq}_registration_trusted", B, f"False when a check of the {seq.upper()} registration fired: {seq}_in_t1c_nifti and every {seq}_* lesion intensity may be misplaced; null without a registration"),
+        _c(f"{seq}_registration_check_mm", F, f"95th percentile distance at head points between the {seq.upper()} result and a second registration from a perturbed start (the independent check)", "mm"),
     )
 ]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .anatomy import TissueMaps, apply_affine, sample_volume
+from .anatomy import TissueMaps, alternate_contrasts, apply_affine, sample_volume
 from .lesions import Lesion
 
 
@@ -182,6 +182,7 @@ class RenderParams:
     bias_coeffs: np.ndarray  # 6 coefficients: linear x,y,z and squares, on (lps - centre)/100
     bias_centre_lps: np.ndarray
     noise_sigma: float
+    contrast: str = "default"  # or "alternate" (anatomy.ALTERNATE_TISSUE_SIGNAL)
 
 
 def render_series(
@@ -197,7 +198,7 @@ def render_series(
     lps_from_ijk = geometry.lps_from_ijk
     t1c_from_ijk = t1c_lps_from_series_lps @ lps_from_ijk
     mni_ijk_from_ijk = np.linalg.inv(maps.lps_from_ijk) @ mni_lps_from_t1c_lps @ t1c_from_ijk
-    contrast = maps.contrasts[params.sequence]
+    contrast = maps.contrasts[params.sequence] if params.contrast == "default" else alternate_contrasts()[params.sequence]
     rows, cols, n = geometry.rows, geometry.columns, geometry.n_slices
 
     # crop to the projection of the head's bounding box (plus a margin)

@@ -8,6 +8,7 @@ volumes are weighted sums of the tissue maps. Lesions are added later, in the T1
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +23,15 @@ TISSUE_SIGNAL = {
     "T1": (600.0, 850.0, 250.0, 450.0, 60.0, 450.0, 1150.0),
     "T1C": (620.0, 860.0, 260.0, 1050.0, 60.0, 500.0, 1150.0),
     "T2": (800.0, 520.0, 1900.0, 300.0, 40.0, 300.0, 900.0),
+}
+# Another scanner's contrast (case option contrast="alternate"): weaker grey/white contrast
+# and brighter CSF on T1, strongly enhancing dura and bright marrow on T1C, darker CSF and
+# brighter fat on T2. Registration and classification must not depend on the default ratios.
+ALTERNATE_TISSUE_SIGNAL = {
+    #         gm    wm    csf   dura  skull marrow scalp
+    "T1": (700.0, 820.0, 420.0, 380.0, 90.0, 900.0, 1400.0),
+    "T1C": (720.0, 830.0, 430.0, 1400.0, 90.0, 950.0, 1400.0),
+    "T2": (950.0, 700.0, 1400.0, 250.0, 60.0, 700.0, 1300.0),
 }
 
 
@@ -55,8 +65,49 @@ def _ramp(x: np.ndarray, lo: float, hi: float, width: float = 1.0) -> np.ndarray
     return (up * down).astype(np.float32)
 
 
+def _weighted(tissues: tuple[np.ndarray, ...], table: Mapping[str, tuple[float, ...]]) -> dict[str, np.ndarray]:
+    contrasts = {}
+    for seq, weights in table.items():
+        vol = np.zeros_like(tissues[0])
+        for w, t in zip(weights, tissues):
+            vol += np.float32(w) * t
+        contrasts[seq] = vol
+    return contrasts
+
+
+@lru_cache(maxsize=1)
+def alternate_contrasts() -> dict[str, np.ndarray]:
+    """The sequences' volumes with ALTERNATE_TISSUE_SIGNAL (computed on first use; the tissue
+    volumes are rebuilt rather than kept, so the default path holds no extra memory)."""
+    tissues, _, _ = _tissue_volumes()
+    return _weighted(tissues, ALTERNATE_TISSUE_SIGNAL)
+
+
 @lru_cache(maxsize=1)
 def tissue_maps() -> TissueMaps:
+    """The tissue maps and each sequence's signal volume on the MNI grid (once per process)."""
+    tissues, ras_from_ijk, head = _tissue_volumes()
+    gm, wm = tissues[0], tissues[1]
+    brain = np.clip(gm + wm, 0.0, 1.0)
+    contrasts = _weighted(tissues, TISSUE_SIGNAL)
+    from scipy import ndimage as ndi
+
+    # depth of brain tissue on the 2 mm grid, made conservative by the coarse grid's half diagonal
+    depth = ndi.distance_transform_edt(brain[::2, ::2, ::2] > 0.5, sampling=2.0).astype(np.float32) - 1.8
+    nz = np.argwhere(head > 0.01)
+    return TissueMaps(
+        lps_from_ijk=LPS_FROM_RAS @ ras_from_ijk,
+        brain=brain,
+        wm=wm,
+        head=head,
+        brain_depth_mm=depth,
+        contrasts=contrasts,
+        head_bbox_ijk=(nz.min(axis=0).astype(float), nz.max(axis=0).astype(float)),
+    )
+
+
+def _tissue_volumes() -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
+    """(gm, wm, csf, dura, skull, marrow, scalp) on the MNI grid, its ras_from_ijk, the head."""
     import nibabel as nib
     from scipy import ndimage as ndi
 
@@ -86,25 +137,7 @@ def tissue_maps() -> TissueMaps:
     scalp = _ramp(outside_mm, 9.0, 14.0)
     head = np.clip(14.0 - outside_mm + 0.5, 0.0, 1.0).astype(np.float32)
 
-    tissues = (gm, wm, csf, dura, skull, marrow, scalp)
-    contrasts = {}
-    for seq, weights in TISSUE_SIGNAL.items():
-        vol = np.zeros_like(gm)
-        for w, t in zip(weights, tissues):
-            vol += np.float32(w) * t
-        contrasts[seq] = vol
-    # depth of brain tissue on the 2 mm grid, made conservative by the coarse grid's half diagonal
-    depth = ndi.distance_transform_edt(brain[::2, ::2, ::2] > 0.5, sampling=2.0).astype(np.float32) - 1.8
-    nz = np.argwhere(head > 0.01)
-    return TissueMaps(
-        lps_from_ijk=LPS_FROM_RAS @ ras_from_ijk,
-        brain=brain,
-        wm=wm,
-        head=head,
-        brain_depth_mm=depth,
-        contrasts=contrasts,
-        head_bbox_ijk=(nz.min(axis=0).astype(float), nz.max(axis=0).astype(float)),
-    )
+    return (gm, wm, csf, dura, skull, marrow, scalp), ras_from_ijk, head
 
 
 @lru_cache(maxsize=1)

@@ -58,7 +58,21 @@ SEQUENCES = ("T1C", "T1", "T2")
 KNOWN_OPTIONS = {
     "tilt_deg", "matrix", "missing_slice", "rescale", "transfer_syntax", "n_lesions", "lesions",
     "omit_series", "contrast_agent", "regenerate_uids", "studies",
+    # acquisition stress options (see STRESS_OPTIONS)
+    "motion", "fov_offset_mm", "coverage", "thickness_mm", "gap_mm", "series_matrix", "series_fov_mm",
+    "slice_order", "bias_scale", "noise_scale", "contrast",
 }
+#: Options that make a case harder to register, per series where they take a {role: value}
+#: mapping: motion {role: {"angle_deg", "translation_mm"}} (axis and direction stay drawn);
+#: fov_offset_mm [x, y, z] (every series' FOV centre moved off the head); coverage
+#: {role: fraction of the brain slab}, the partial slab kept towards the vertex;
+#: thickness_mm / gap_mm / series_matrix / series_fov_mm {role: value}; slice_order
+#: {role: "ascending" | "descending" | "shuffled"} (shuffled: files and Instance Numbers in
+#: random order, so only Image Position orders the slices); bias_scale and noise_scale
+#: (factors on the drawn bias field and noise); contrast "alternate" (other tissue signal
+#: ratios for every sequence, anatomy.ALTERNATE_TISSUE_SIGNAL).
+STRESS_OPTIONS = ("motion", "fov_offset_mm", "coverage", "thickness_mm", "gap_mm", "series_matrix", "series_fov_mm",
+                  "slice_order", "bias_scale", "noise_scale", "contrast")
 
 T1C_DESCRIPTIONS = ["AXI T1 SE+C", "AX T1 +C", "AXIAL T1 POST GD", "Ax T1 SE post"]
 T1_DESCRIPTIONS = ["AXI T1 SE", "AX T1 PRE", "AX T1"]
@@ -194,7 +208,7 @@ def _pose(scale: float, study: dict[str, Any]) -> np.ndarray:
 
 def _stack_for(
     role: str, draw: dict[str, Any], pose: np.ndarray, scale: float, matrix: int, tilt: float,
-    series_lps_from_t1c: np.ndarray,
+    series_lps_from_t1c: np.ndarray, coverage: float = 1.0,
 ) -> StackGeometry:
     z_lo, z_hi = MNI_BRAIN_Z_RANGE
     _, _, centroid = anatomy.brain_candidates()
@@ -202,8 +216,12 @@ def _stack_for(
     mid[2] = 0.5 * (z_lo + z_hi)
     centre = apply_affine(series_lps_from_t1c @ pose, mid) + draw["centre_offset"]
     spacing = draw["thickness"] + draw["gap"]
-    coverage = (z_hi - z_lo) * scale + 12.0
-    n = int(np.clip(np.ceil(coverage / spacing) + 1, 20, 50))
+    coverage_mm = (z_hi - z_lo) * scale + 12.0
+    n = int(np.clip(np.ceil(coverage_mm / spacing) + 1, 20, 50))
+    if coverage < 1.0:  # a partial slab, kept towards the vertex (+z, superior, in LPS)
+        partial = max(6, int(round(n * coverage)))
+        centre = centre + np.array([0.0, 0.0, 1.0]) * (n - partial) / 2.0 * spacing
+        n = partial
     return make_stack(
         centre, matrix, draw["fov"], draw["thickness"], draw["gap"], n,
         tilt if role == "T1C" else 0.0, draw["superior_first"], draw["minus_zero"],
@@ -459,7 +477,7 @@ def _generate_patient(
     rng: np.random.Generator, opts: dict[str, Any],
 ) -> list[dict[str, Any]]:
     n_studies = int(opts.get("studies", 1))
-    studies = [_draw_study(rng) for _ in range(n_studies)]
+    studies = [_apply_stress_options(_draw_study(rng), opts) for _ in range(n_studies)]
     days = sorted(int(d) for d in rng.choice(np.arange(1, 365), size=n_studies, replace=False))
     lesion_rng = np.random.default_rng(patient["lesion_rng_seed"])
     count = draw_lesion_count(lesion_rng)
@@ -482,6 +500,9 @@ def _generate_patient(
         "omit_series": list(opts.get("omit_series", [])),
         "regenerate_uids": bool(opts.get("regenerate_uids", False)),
         "ambiguous_t1_descriptions": patient["ambiguous_t1_descriptions"] and "T1" not in opts.get("omit_series", []),
+        "series_matrix": {str(k): int(v) for k, v in (opts.get("series_matrix") or {}).items()},
+        "coverage": {str(k): float(v) for k, v in (opts.get("coverage") or {}).items()},
+        "contrast": str(opts.get("contrast", "default")),
     }
     if settings["ambiguous_t1_descriptions"] and "contrast_agent" not in opts:
         settings["contrast_agent"] = None
@@ -496,6 +517,38 @@ def _generate_patient(
         entry, anatomical_lesions = _generate_study(context, requests, lesion_rng, anatomical_lesions)
         results.append(entry)
     return results
+
+
+def _apply_stress_options(study: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
+    """The drawn study with the acquisition stress options applied (STRESS_OPTIONS); a
+    case without them keeps every drawn value, so its files stay byte-identical."""
+    series = study["series"]
+    for role, motion in (opts.get("motion") or {}).items():
+        d = series[role]
+        if "angle_deg" in motion:
+            d["motion_angle"] = float(motion["angle_deg"])
+        if "translation_mm" in motion:
+            direction = d["motion_translation"] / np.linalg.norm(d["motion_translation"])
+            d["motion_translation"] = direction * float(motion["translation_mm"])
+    if "fov_offset_mm" in opts:
+        for d in series.values():
+            d["centre_offset"] = d["centre_offset"] + np.asarray(opts["fov_offset_mm"], dtype=float)
+    for key, field in (("thickness_mm", "thickness"), ("gap_mm", "gap"), ("series_fov_mm", "fov")):
+        for role, value in (opts.get(key) or {}).items():
+            series[role][field] = float(value)
+    for role, order in (opts.get("slice_order") or {}).items():
+        if order not in ("ascending", "descending", "shuffled"):
+            raise ValueError(f"slice_order {order!r} is not ascending, descending or shuffled")
+        series[role]["superior_first"] = order == "descending"
+        series[role]["shuffled"] = order == "shuffled"
+    for d in series.values():
+        if "bias_scale" in opts:
+            d["bias"] = d["bias"] * float(opts["bias_scale"])
+        if "noise_scale" in opts:
+            d["noise"] = d["noise"] * float(opts["noise_scale"])
+    if opts.get("contrast", "default") not in ("default", "alternate"):
+        raise ValueError(f"contrast {opts['contrast']!r} is not default or alternate")
+    return study
 
 
 def _month_day(day_of_year: int) -> str:
@@ -633,9 +686,10 @@ def _study_frame(ctx: StudyContext) -> StudyFrame:
         }
     settings = ctx.settings
     stacks = {
-        role: _stack_for(role, ctx.study["series"][role], pose, scale, settings["matrix"], settings["tilt_deg"], motions[role])
+        role: _stack_for(role, ctx.study["series"][role], pose, scale, settings["series_matrix"].get(role, settings["matrix"]),
+                         settings["tilt_deg"], motions[role], settings["coverage"].get(role, 1.0))
         for role in SEQUENCES
-    }
+    }  # fmt: skip
     return StudyFrame(scale, pose, mni_lps_from_t1c, np.linalg.inv(maps.lps_from_ijk) @ mni_lps_from_t1c,
                       rotation_centre, motions, transforms, stacks)  # fmt: skip
 
@@ -740,7 +794,8 @@ def _write_series(
         real = render_series(
             maps, geom, np.linalg.inv(frame.motions[role]), frame.mni_lps_from_t1c,
             [les for les, _ in lesions],
-            RenderParams(role, d["gain"], d["bias"], np.asarray(apply_affine(frame.motions[role], frame.rotation_centre)), d["noise"]),
+            RenderParams(role, d["gain"], d["bias"], np.asarray(apply_affine(frame.motions[role], frame.rotation_centre)), d["noise"],
+                         ctx.settings["contrast"]),
             noise_rngs[role],
         )  # fmt: skip
         series_truth[role] = _write_one_series(ctx, role, geom, real, ids, common, numbers[role], descriptions[role],
@@ -809,12 +864,17 @@ def _write_one_series(
         series_attrs.update(RescaleIntercept=format_ds(intercept, 6), RescaleSlope=format_ds(slope, 6), RescaleType="US")
     used_ts = None
     ds = mr_dataset(common, series_attrs, {})  # reused: only per-instance attributes change
+    # file and Instance Number of slice k: in slice order, or shuffled (only Image Position orders them)
+    slot = list(range(n))
+    if d.get("shuffled"):
+        slot = [int(v) for v in np.random.default_rng(np.random.SeedSequence([patient["noise_rng_seed"], 13, n])).permutation(n)]
+        rel_paths = [rel_paths[slot[k]] for k in range(n)]
     for k in range(n):
         if k == missing:
             continue
         pos = geom.positions[k]
         ds.SOPInstanceUID = ids.sops[role][k]
-        ds.InstanceNumber = k + 1
+        ds.InstanceNumber = slot[k] + 1
         ds.ImagePositionPatient = geom.ipp_strings[k]
         ds.SliceLocation = format_ds(float(pos @ geom.normal), 4)
         ds.AcquisitionTime = ds.ContentTime = _hhmmss(t_min * 60 + k)
@@ -839,6 +899,8 @@ def _write_one_series(
         "gap_mm": d["gap"],
         "tilt_deg": geom.tilt_deg,
         "superior_first": d["superior_first"],
+        "shuffled": bool(d.get("shuffled", False)),
+        "instance_numbers": [slot[k] + 1 for k in range(n)],
         "image_orientation_patient": [float(v) for v in geom.iop_strings],
         "lps_from_ijk": _mat(geom.lps_from_ijk),
         "files": [None if k == missing else rel_paths[k] for k in range(n)],
