@@ -363,3 +363,18 @@ def test_catalog_readable_by_pyarrow_dataset_and_pandas(tmp_path):
     lesions = pq.read_table(out["lesions"]).to_pandas()
     assert lesions["rano_measurable"].dtype == bool
     assert lesions["label"].tolist() == [2, 1]
+
+
+def test_column_types_never_depend_on_the_data(tmp_path):
+    """Every catalog column has its declared Arrow type, even where every value is null or
+    every list is empty (a list column of empty lists once came out as list<null>)."""
+    from metsprep.catalog.schemas import CASE_COLUMNS, LESION_COLUMNS, SERIES_COLUMNS
+
+    files = make_case(tmp_path, with_t2=False, with_head=False, lesions=False)
+    run_case(tmp_path, files)
+    out = build(tmp_path, files)
+    for table, columns in (("series", SERIES_COLUMNS), ("cases", CASE_COLUMNS), ("lesions", LESION_COLUMNS)):
+        schema = pq.read_schema(out[table])
+        assert [f.name for f in schema] == [c.name for c in columns], table
+        for column in columns:
+            assert schema.field(column.name).type == column.type, (table, column.name)
