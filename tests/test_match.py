@@ -397,3 +397,23 @@ def test_rtss_without_images_and_conflicting_duplicate_on_synthetic_cohort(synth
     assert case1a.status == "excluded" and "share SOP Instance UID" in case1a.status_reason
     ok = {e["study_instance_uid"] for e in truth["cases"] if e["expected_status"] == "ok"}
     assert set(by_study[by_study.status == "ok"].index) == ok - {c0["study_instance_uid"], c1a["study_instance_uid"]}
+
+
+@pytest.mark.parametrize("value, valid", [("19010908", True), ("19011345", False), ("abc", False),
+                                          ("1901-09-08", False), ("19010230", False)])
+def test_dicom_dates_are_checked(value, valid):
+    from metsprep.match import valid_dicom_date
+
+    assert valid_dicom_date(value) is valid
+
+
+def test_malformed_study_date_is_flagged_not_silently_kept(cohort, tmp_path):
+    dicom, studies = cohort
+    for header in faults.headers(dicom):
+        if header["study"] == studies["later"].study_uid:
+            ds = pydicom.dcmread(header["path"])
+            ds.StudyDate = "19011345"
+            ds.save_as(header["path"])
+    _, cases, _ = run(dicom, tmp_path / "w")
+    flags = [f for fl in cases["flags"] for f in fl]
+    assert "study_date_malformed" in flags

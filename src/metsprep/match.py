@@ -72,6 +72,17 @@ def subject_labels(patient_ids: list[str]) -> tuple[dict[str, str], set[str]]:
     return labels, disambiguated
 
 
+def valid_dicom_date(text: str) -> bool:
+    """A DICOM DA value YYYYMMDD that is a real calendar date (19011345 and 'abc' are not)."""
+    import datetime
+
+    try:
+        datetime.datetime.strptime(text.strip(), "%Y%m%d")
+    except ValueError:
+        return False
+    return len(text.strip()) == 8
+
+
 def session_label(index: int, n_sessions: int) -> str:
     """`01`, `02`, ... (wider when a patient has 100 or more studies)."""
     return str(index + 1).zfill(max(2, len(str(n_sessions))))
@@ -599,6 +610,8 @@ def _decide_case(
     case_id: str, input_dir: Path, max_missing_run: int,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
     flags: list[str] = []
+    if study.date and not valid_dicom_date(study.date):
+        flags.append("study_date_malformed")  # kept as written; session order may be wrong
     n_rtss = len(study.rtss) + len(study.unresolved_rtss)
     rtss = _choose_rtss(study.rtss) if study.rtss else None
     if n_rtss > 1:
