@@ -754,3 +754,86 @@ def test_synth_dice_against_plastimatch(synth_run: dict, tmp_path: Path) -> None
                 assert score >= 0.98, (lesion["roi_name"], score)
             compared += 1
     assert compared >= 4
+
+
+# ------------------------------------------------------------------------- broken contours
+
+
+def _sphere_contours(centre: tuple[float, float, float], diameter: float, n_slices: int, spacing: float) -> list:
+    contours = []
+    for k in range(n_slices):
+        z = spacing * k
+        r2 = (diameter / 2) ** 2 - (z - centre[2]) ** 2
+        if r2 > 0.5:
+            contours.append(("CLOSED_PLANAR", ds_strings(closed(regular_polygon(centre[0], centre[1], np.sqrt(r2), 40), z)), k))
+    return contours
+
+
+def _broken_case(tmp_path: Path, damage) -> tuple[dict, pd.DataFrame, pd.DataFrame]:  # noqa: F821
+    """Two 16 mm lesions on a 1 x 1 x 2 mm grid; ``damage(contours)`` spoils lesion 2's."""
+    import pandas as pd
+
+    lps_from_ijk = np.array([[1.0, 0, 0, -40.0], [0, 1.0, 0, -40.0], [0, 0, 2.0, 0.0], [0, 0, 0, 1]])
+    shape = (80, 80, 20)
+    first = _sphere_contours((-15.2, 0.3, 19.1), 16.0, shape[2], 2.0)
+    second = _sphere_contours((15.4, 0.2, 19.3), 16.0, shape[2], 2.0)
+    rois = [{"number": 1, "name": "met 1", "contours": first}, {"number": 2, "name": "met 2", "contours": damage(second)}]
+    make_case(tmp_path, lps_from_ijk, shape, rois)
+    rtss = tmp_path / "input" / "rs.dcm"
+    raw = rtss.read_bytes()
+    if MARKER.encode() in raw:
+        rtss.write_bytes(raw.replace(MARKER.encode(), b"abc".ljust(len(MARKER)), 1))
+    result = run_stage(tmp_path)
+    rows = pd.read_parquet(tmp_path / "rois.parquet").set_index("roi_number")
+    contours = pd.read_parquet(tmp_path / "contours.parquet")
+    return result, rows, contours
+
+
+def _spoil(index: int, values):
+    def damage(contours):
+        kind, _, uid = contours[index]
+        contours[index] = (kind, values(contours[index][1]), uid)
+        return contours
+
+    return damage
+
+
+MARKER = "12345.678901"  # written as a number, then made text in the file's bytes (pydicom refuses to write text)
+
+
+@pytest.mark.parametrize("what, values, why", [
+    ("a text value", lambda v: [MARKER, *v[1:]], "not a number"),
+    ("NaN", lambda v: ["nan", *v[1:]], "non-finite"),
+    ("two points", lambda v: v[:6], "2 point(s)"),
+])
+def test_a_broken_contour_costs_its_contour_only_and_is_named_on_its_lesion(tmp_path, what, values, why):
+    result, rows, contours = _broken_case(tmp_path, _spoil(3, values))
+    assert result["status"] == "ok", result["status_reason"]  # the RTSS stays readable
+    intact, broken = rows.loc[1], rows.loc[2]
+    assert intact["status"] == "ok" and pd_isna(intact["reason"])
+    assert broken["status"] == "partial", what
+    assert "contour 3" in broken["reason"] and why in broken["reason"] and "partial" in broken["reason"]
+    assert "slice k=" in broken["reason"]  # where: the slice its image reference names
+    assert broken["n_contours_used"] == broken["n_contours"] - 1
+    assert broken["contour_volume_mm3"] < intact["contour_volume_mm3"]  # the loss is real, and said
+    lost = contours[(contours.roi_number == 2) & (contours.contour_index == 3)].iloc[0]
+    assert lost["outcome"] in ("bad_data", "degenerate") and why in lost["reason"]
+
+
+def test_two_structures_with_one_roi_number_exclude_the_case_with_a_reason(tmp_path):
+    result, rows, _ = _broken_case(tmp_path, lambda c: c)
+    import pydicom
+
+    rtss = tmp_path / "input" / "rs.dcm"
+    ds = pydicom.dcmread(rtss)
+    ds.StructureSetROISequence[1].ROINumber = 1  # "met 2" now shares ROI Number 1 with "met 1"
+    ds.save_as(rtss)
+    result = run_stage(tmp_path)
+    assert result["status"] == "excluded"
+    assert "ROI Number 1" in result["status_reason"] and "'met 1'" in result["status_reason"]
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
