@@ -417,3 +417,27 @@ def test_malformed_study_date_is_flagged_not_silently_kept(cohort, tmp_path):
     _, cases, _ = run(dicom, tmp_path / "w")
     flags = [f for fl in cases["flags"] for f in fl]
     assert "study_date_malformed" in flags
+
+
+@pytest.mark.parametrize("frame", ["absent", "another"])
+def test_rtss_of_another_or_no_frame_is_not_placed_by_geometry(cohort, tmp_path, frame):
+    """References that do not resolve and a Frame of Reference that is not the images':
+    the contours may fit the slice planes, but the case is excluded with a reason."""
+    dicom, studies = cohort
+    later = studies["later"]
+    faults.regenerate_image_uids(dicom, later.study_uid)
+    ds = pydicom.dcmread(later.rtss_path)
+    for item in ds.StructureSetROISequence:
+        if frame == "absent":
+            del item.ReferencedFrameOfReferenceUID
+        else:
+            item.ReferencedFrameOfReferenceUID = "1.2.3.999"
+    if frame == "absent":
+        del ds.ReferencedFrameOfReferenceSequence
+    else:
+        ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID = "1.2.3.999"
+    ds.save_as(later.rtss_path)
+    _, cases, plans = run(dicom, tmp_path / "w")
+    case = cases.loc["sub-P001_ses-02"]
+    assert case.status == "excluded" and "Frame of Reference" in case.status_reason
+    assert "sub-P001_ses-02" not in plans and cases.loc["sub-P001_ses-01", "status"] == "ok"

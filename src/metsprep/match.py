@@ -478,14 +478,25 @@ def _resolve_by_geometry(
             f"{len(studies)} different studies of this patient; cannot tell which one it belongs to"
         )
         return
+    # Rule M4: contours that fit slice planes prove nothing about the patient frame; only
+    # the structure set's own Frame of Reference reference does. Without it, or with another
+    # one, the lesions could be placed on images of another frame: not placed at all.
+    if not any(s.frame_of_reference_uid in ref_fors for s in fitting):
+        frames = sorted({str(s.frame_of_reference_uid) for s in fitting})
+        res.failure = (
+            "the RT Structure Set's references do not resolve and it names no Frame of Reference, so it "
+            "cannot be shown to share the frame of the series its contours fit"
+            if not ref_fors else
+            f"the RT Structure Set's references do not resolve and its Frame of Reference "
+            f"({', '.join(sorted(ref_fors))}) is not that of the series its contours fit ({', '.join(frames)})"
+        )
+        return
     res.match_method = "geometry"
     res.geometry_candidates = sorted(s.uid for s in fitting)
     if len(fitting) == 1:
         res.target_series = fitting[0].uid
     else:
         res.flags.append("geometry_fits_several_series")
-    if not any(s.frame_of_reference_uid in ref_fors for s in fitting):
-        res.flags.append("frame_of_reference_mismatch")
 
 
 # ----------------------------------------------------------------------------- main
