@@ -72,6 +72,17 @@ def subject_labels(patient_ids: list[str]) -> tuple[dict[str, str], set[str]]:
     return labels, disambiguated
 
 
+def valid_dicom_date(text: str) -> bool:
+    """A DICOM DA value YYYYMMDD that is a real calendar date (19011345 and 'abc' are not)."""
+    import datetime
+
+    try:
+        datetime.datetime.strptime(text.strip(), "%Y%m%d")
+    except ValueError:
+        return False
+    return len(text.strip()) == 8
+
+
 def session_label(index: int, n_sessions: int) -> str:
     """`01`, `02`, ... (wider when a patient has 100 or more studies)."""
     return str(index + 1).zfill(max(2, len(str(n_sessions))))
@@ -467,14 +478,25 @@ def _resolve_by_geometry(
             f"{len(studies)} different studies of this patient; cannot tell which one it belongs to"
         )
         return
+    # Rule M4: contours that fit slice planes prove nothing about the patient frame; only
+    # the structure set's own Frame of Reference reference does. Without it, or with another
+    # one, the lesions could be placed on images of another frame: not placed at all.
+    if not any(s.frame_of_reference_uid in ref_fors for s in fitting):
+        frames = sorted({str(s.frame_of_reference_uid) for s in fitting})
+        res.failure = (
+            "the RT Structure Set's references do not resolve and it names no Frame of Reference, so it "
+            "cannot be shown to share the frame of the series its contours fit"
+            if not ref_fors else
+            f"the RT Structure Set's references do not resolve and its Frame of Reference "
+            f"({', '.join(sorted(ref_fors))}) is not that of the series its contours fit ({', '.join(frames)})"
+        )
+        return
     res.match_method = "geometry"
     res.geometry_candidates = sorted(s.uid for s in fitting)
     if len(fitting) == 1:
         res.target_series = fitting[0].uid
     else:
         res.flags.append("geometry_fits_several_series")
-    if not any(s.frame_of_reference_uid in ref_fors for s in fitting):
-        res.flags.append("frame_of_reference_mismatch")
 
 
 # ----------------------------------------------------------------------------- main
@@ -599,6 +621,8 @@ def _decide_case(
     case_id: str, input_dir: Path, max_missing_run: int,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
     flags: list[str] = []
+    if study.date and not valid_dicom_date(study.date):
+        flags.append("study_date_malformed")  # kept as written; session order may be wrong
     n_rtss = len(study.rtss) + len(study.unresolved_rtss)
     rtss = _choose_rtss(study.rtss) if study.rtss else None
     if n_rtss > 1:

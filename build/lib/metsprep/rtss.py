@@ -71,7 +71,10 @@ OFF_PLANE_REPORT_MM = 0.05
 #: A contour at exactly half the spacing between two slices belongs to neither (ambiguous).
 HALF_SPACING_TIE_MM = 1e-3
 
-CONTOUR_OUTCOMES = ("used", "hole", "off_plane", "outside_fov", "degenerate", "unusable_type")
+CONTOUR_OUTCOMES = ("used", "hole", "off_plane", "outside_fov", "degenerate", "bad_data", "unusable_type")
+#: Contours not used because of their own data (not because of where they lie): a lesion
+#: that loses one is `partial`, and its row names each lost contour and why.
+DATA_OUTCOMES = ("degenerate", "bad_data")
 
 
 # ---------------------------------------------------------------------------------------
@@ -87,6 +90,7 @@ class Contour:
     geometric_type: str
     points_lps_mm: np.ndarray
     referenced_sop_instance_uid: str | None
+    data_problem: str | None = None  # what was wrong with its Contour Data, if anything
 
     @property
     def n_points(self) -> int:
@@ -151,6 +155,20 @@ def parse_rois(ds: Any) -> list[Roi]:
         if number is not None:
             observations[number] = item
 
+    names_by_number: dict[int, list[str]] = {}
+    for item in ds.get("StructureSetROISequence", []) or []:
+        number = _int_or_none(item.get("ROINumber"))
+        if number is not None:
+            names_by_number.setdefault(number, []).append(str(item.get("ROIName", "") or "").strip())
+    shared = {n: names for n, names in names_by_number.items() if len(names) > 1}
+    if shared:
+        # the ROI Contour items refer to structures by number only: whose contours are whose
+        # cannot be told, and merging them would give two lesions one volume
+        number, names = next(iter(sorted(shared.items())))
+        raise CaseExcluded(
+            f"ROI Number {number} is used by {len(names)} structures ({', '.join(repr(n) for n in names)}): "
+            "their contours cannot be told apart"
+        )
     rois = []
     for item in ds.get("StructureSetROISequence", []) or []:
         number = _int_or_none(item.get("ROINumber"))
@@ -183,25 +201,27 @@ def _parse_contours(roi_number: int, sequence: Any) -> tuple[Contour, ...]:
 
     wanted = [_CONTOUR_IMAGE_SEQUENCE, _CONTOUR_GEOMETRIC_TYPE, _CONTOUR_DATA]
     items = sequence_items(sequence, wanted)
-    points = _contour_points(roi_number, [item.get(_CONTOUR_DATA) for item in items])
+    points, problems = _contour_points([item.get(_CONTOUR_DATA) for item in items])
     contours = []
-    for index, (item, item_points) in enumerate(zip(items, points)):
+    for index, (item, item_points, problem) in enumerate(zip(items, points, problems)):
         uid = None
         for image in sequence_items(item.get(_CONTOUR_IMAGE_SEQUENCE), [_REFERENCED_SOP_INSTANCE_UID]):
             uid = _str_or_none(_ascii_value(image.get(_REFERENCED_SOP_INSTANCE_UID)))
             if uid:
                 break
         kind = _ascii_value(item.get(_CONTOUR_GEOMETRIC_TYPE))
-        contours.append(Contour(index, str(kind or "").strip().upper(), item_points, uid))
+        contours.append(Contour(index, str(kind or "").strip().upper(), item_points, uid, problem))
     return tuple(contours)
 
 
-def _contour_points(roi_number: int, elements: Sequence[Any]) -> list[np.ndarray]:
+def _contour_points(elements: Sequence[Any]) -> tuple[list[np.ndarray], list[str | None]]:
     """Contour Data of each contour as (n, 3) float64, exact (correctly rounded, never via
-    pydicom's DSfloat objects). The raw DS strings of all contours of a ROI are joined and
-    parsed by one numpy call; already decoded values (a Dataset built in memory) are used
-    as they are."""
+    pydicom's DSfloat objects), and what was wrong with it, per contour: a bad value costs
+    its own contour only. The raw DS strings of all contours of a ROI are joined and parsed
+    by one numpy call; where that fails, contour by contour. Already decoded values (a
+    Dataset built in memory) are used as they are."""
     values: list[np.ndarray | None] = [None] * len(elements)
+    problems: list[str | None] = [None] * len(elements)
     raw: dict[int, bytes] = {}
     for position, element in enumerate(elements):
         value = None if element is None else element.value
@@ -211,7 +231,10 @@ def _contour_points(roi_number: int, elements: Sequence[Any]) -> list[np.ndarray
             values[position] = np.zeros(0)
         else:
             items = [value] if isinstance(value, str | int | float) else list(value)
-            values[position] = np.asarray([float(v) for v in items], dtype=np.float64)
+            try:
+                values[position] = np.asarray([float(v) for v in items], dtype=np.float64)
+            except (TypeError, ValueError):
+                values[position], problems[position] = np.zeros(0), "Contour Data has values that are not numbers"
     texts = [text for text in raw.values() if text]
     try:
         parsed = np.array(b"\\".join(texts).split(b"\\"), dtype=np.float64) if texts else np.zeros(0)
@@ -220,18 +243,32 @@ def _contour_points(roi_number: int, elements: Sequence[Any]) -> list[np.ndarray
             raise ValueError("value count")
         for position, chunk in zip(raw, np.split(parsed, np.cumsum(counts)[:-1])):
             values[position] = chunk
-    except ValueError:  # empty values between separators, or not numbers
+    except ValueError:  # empty values between separators, or not numbers: contour by contour
         for position, text in raw.items():
             try:
                 values[position] = np.asarray([float(v) for v in text.split(b"\\") if v.strip()], dtype=np.float64)
-            except ValueError as exc:
-                raise CaseExcluded(f"ROI {roi_number} has Contour Data that are not numbers ({exc})") from exc
+            except ValueError:
+                shown = next((v for v in text.split(b"\\") if not _is_number(v)), b"").decode("ascii", "replace")
+                values[position] = np.zeros(0)
+                problems[position] = f"Contour Data has a value that is not a number ({shown[:20]!r})"
     points = []
-    for v in values:
+    for position, v in enumerate(values):
         assert v is not None
         usable = (v.size // 3) * 3
+        if v.size != usable and problems[position] is None:
+            problems[position] = f"Contour Data has {v.size} values, not a multiple of 3"
+        if not np.all(np.isfinite(v)) and problems[position] is None:
+            problems[position] = "Contour Data has non-finite values (NaN or infinity)"
         points.append(v[:usable].reshape(-1, 3))
-    return points
+    return points, problems
+
+
+def _is_number(text: bytes) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _ascii_value(element: Any) -> Any:
@@ -423,11 +460,16 @@ def place_contours(roi_number: int, contours: Sequence[Contour], grid: SliceGrid
     for p, c in zip(placed, contours):
         if c.geometric_type != "CLOSED_PLANAR":
             p.outcome, p.reason = "unusable_type", f"geometric type {c.geometric_type or 'missing'} is not CLOSED_PLANAR"
-        elif c.n_points < 3 or not np.all(np.isfinite(c.points_lps_mm)):
-            p.outcome, p.reason = "degenerate", "fewer than 3 points"
+        elif c.data_problem is not None and (c.n_points == 0 or not np.all(np.isfinite(c.points_lps_mm))):
+            p.outcome, p.reason = "bad_data", c.data_problem
+        elif c.n_points < 3:
+            p.outcome, p.reason = "degenerate", f"{c.n_points} point(s): a polygon needs at least 3"
         else:
             candidates.append(p)
             candidate_points.append(c.points_lps_mm)
+            continue
+        if p.outcome in DATA_OUTCOMES and p.referenced_sop_instance_uid in grid.uid_to_k:
+            p.slice_k = grid.uid_to_k[p.referenced_sop_instance_uid]  # where it was drawn, for the report
     if not candidates:
         return placed
     points = np.concatenate(candidate_points)
@@ -810,7 +852,7 @@ def rasterize_rois(rois: Sequence[Roi], grid: SliceGrid, settings: RtssSettings 
     if any(r.voxel_count == 0 for r in labelled):
         flags.append("lesion_without_voxels")
     all_contours = [c for r in rasters for c in r.contours]
-    for outcome in ("off_plane", "outside_fov", "degenerate", "unusable_type"):
+    for outcome in ("off_plane", "outside_fov", "degenerate", "bad_data", "unusable_type"):
         if any(c.outcome == outcome for c in all_contours):
             flags.append(f"contours_{outcome}")
     if any(c.is_used and (c.max_off_plane_mm or 0) > OFF_PLANE_REPORT_MM for c in all_contours):
@@ -839,11 +881,17 @@ def roi_table(case: CaseRasters, settings: RtssSettings | None = None) -> list[d
         centroid = grid.lps_from_voxels(voxels).mean(axis=0) if len(voxels) else np.full(3, np.nan)
         used = [c for c in raster.contours if c.is_used]
         status, reason = "ok", None
+        lost = [c for c in raster.contours if c.outcome in DATA_OUTCOMES]
         if not roi.contours:
             status, reason = "empty", "ROI has no contours"
         elif not used:
             status = "unusable"
-            reason = "no usable contour (" + ", ".join(sorted({c.outcome for c in raster.contours})) + ")"
+            reason = "no usable contour: " + "; ".join(_lost_contour(c) for c in raster.contours)
+        elif lost:
+            # the volumes and the label map hold the other contours only: say which are missing
+            status = "partial"
+            reason = (f"{len(lost)} of {len(roi.contours)} contours not used, volumes are partial: "
+                      + "; ".join(_lost_contour(c) for c in lost))  # fmt: skip
         elif len(voxels) == 0:
             status, reason = "ok", "contours enclose no voxel centre"
         rows.append(
@@ -872,6 +920,12 @@ def roi_table(case: CaseRasters, settings: RtssSettings | None = None) -> list[d
             }
         )
     return rows
+
+
+def _lost_contour(contour: PlacedContour) -> str:
+    """Which contour, where (if known) and why, for a person."""
+    where = f" (slice k={contour.slice_k})" if contour.slice_k is not None else ""
+    return f"contour {contour.contour_index}{where}: {contour.reason or contour.outcome}"
 
 
 def contour_table(case: CaseRasters) -> list[dict[str, Any]]:

@@ -204,7 +204,10 @@ def _case_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     diameters = [r["max_diameter_mm"] for r in rows if r.get("max_diameter_mm") is not None]
     axial = [r["longest_axial_diameter_mm"] for r in rows if r.get("longest_axial_diameter_mm") is not None]
     return {
-        "n_lesions": len(rows),
+        # lesions with usable contours; empty and unusable lesion ROIs are rows with a status
+        "n_lesions": sum(1 for r in rows if r.get("roi_status") not in ("empty", "unusable")),
+        "n_lesion_rois": len(rows),
+        "n_lesions_partial": sum(1 for r in rows if r.get("roi_status") == "partial"),
         "n_lesions_labelled": sum(1 for r in rows if r.get("voxel_count")),
         "n_rano_measurable": sum(1 for r in rows if r.get("rano_measurable")),
         "total_lesion_volume_mm3": float(sum(volumes)),

@@ -97,7 +97,7 @@ LESION_COLUMNS: list[Column] = [
     _c("enhancement_ratio", F, "Lesion T1C mean / normal-appearing brain T1C mean", "1"),
     _c("generation_algorithm", S, "ROI Generation Algorithm (3006,0036): MANUAL, SEMIAUTOMATIC, AUTOMATIC"),
     _c("intensity_flag", S, "Set where t1_*/t2_* intensities come from a registration that a check flagged (the values may be misplaced); null otherwise"),
-    _c("roi_status", S, "ok, or why the ROI has no voxel (from the rtss stage)"),
+    _c("roi_status", S, "ok; partial (some contours could not be used: volumes are partial, roi_status_reason names each); empty (no contours); unusable (no usable contour); no_voxels"),
     _c("roi_status_reason", S, "Reason given by the rtss stage when roi_status is not ok"),
 ]
 
@@ -136,7 +136,9 @@ CASE_COLUMNS: list[Column] = [
     _c("lesion_labels_nifti", S, "Integer lesion label map on the T1C grid, 0 = background, value = lesion label"),
     _c("lesion_mask_nifti", S, "Binary union of all lesions on the T1C grid"),
     _c("head_mask_nifti", S, "Head mask from the RTSS *Skull structure on the T1C grid; null where there is none"),
-    _c("n_lesions", INT, "Number of lesion ROIs (rows of lesions.parquet for this case)"),
+    _c("n_lesions", INT, "Number of lesion ROIs with at least one usable contour"),
+    _c("n_lesion_rois", INT, "Number of lesion ROIs (rows of lesions.parquet for this case), empty or unusable ones included"),
+    _c("n_lesions_partial", INT, "Lesions with roi_status partial: some contours could not be used, their volumes are partial"),
     _c("n_lesions_labelled", INT, "Number of lesions with at least one voxel in the label map"),
     _c("n_rano_measurable", INT, "Number of RANO-BM measurable lesions"),
     _c("total_lesion_volume_mm3", F, "Sum of the lesion volumes (label map)", "mm3"),
