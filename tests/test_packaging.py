@@ -51,8 +51,15 @@ def test_wheel_carries_the_package_data(tmp_path):
     import sys
     import zipfile
 
+    import shutil
+
+    # build from a copy: setuptools writes build/ and *.egg-info beside the sources
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True)  # fmt: skip
+                    str(tmp_path), str(source)], check=True, capture_output=True)  # fmt: skip
     (wheel,) = tmp_path.glob("metsprep-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"metsprep/data/sequence_rules.yaml", "metsprep/data/location_vocabulary.yaml", "metsprep/py.typed"} <= names
