@@ -837,3 +837,24 @@ def pd_isna(value) -> bool:
     import pandas as pd
 
     return bool(pd.isna(value))
+
+
+def test_a_self_intersecting_contour_is_filled_by_the_rule_and_flagged(tmp_path):
+    """An asymmetric bow tie (one loop larger than the other) on one slice: its voxels follow
+    the even-odd rule, and the lesion row says the contour crosses itself (the planimetric
+    area of such a polygon is the difference of its loops, not their sum)."""
+    def bow_tie(contours):
+        kind, values, uid = contours[4]
+        z = float(values[2])
+        tie = np.array([[8.0, -6.0], [26.0, 6.0], [26.0, -6.0], [8.0, 3.0]])  # crosses itself once
+        contours[4] = (kind, ds_strings(closed(tie, z)), uid)
+        return contours
+
+    result, rows, contours = _broken_case(tmp_path, bow_tie)
+    assert result["status"] == "ok" and "contours_self_intersecting" in result["flags"]
+    row = rows.loc[2]
+    assert row["status"] == "self_intersecting" and "contour 4" in row["reason"] and "crosses itself" in row["reason"]
+    assert rows.loc[1, "status"] == "ok"
+    crossing = contours[(contours.roi_number == 2) & (contours.contour_index == 4)].iloc[0]
+    assert bool(crossing["self_intersecting"]) and crossing["outcome"] == "used"
+    assert not contours[contours.roi_number == 1]["self_intersecting"].any()

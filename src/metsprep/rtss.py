@@ -429,6 +429,7 @@ class PlacedContour:
     max_nonplanarity_mm: float | None = None  # max distance of a point from its best-fit plane
     area_mm2: float | None = None  # polygon area in the slice plane (always positive)
     clipped_at_fov: bool = False
+    self_intersecting: bool = False  # the polygon crosses itself (filled by the even-odd rule)
     polygon_ij: np.ndarray | None = None
 
     @property
@@ -532,7 +533,19 @@ def place_contours(roi_number: int, contours: Sequence[Contour], grid: SliceGrid
             continue
         p.clipped_at_fov = bool(lo_i < -0.5 or lo_j < -0.5 or hi_i > ni - 0.5 or hi_j > nj - 0.5)
         p.polygon_ij = polygons_ij[segments.starts[n] : segments.starts[n] + segments.counts[n]]
+        if not _is_simple(p.polygon_ij):
+            # kept: the inclusion rule (even-odd) defines its voxels; the planimetric area of a
+            # crossing polygon sums its loops with their signs, so the two volumes disagree
+            p.self_intersecting = True
+            p.reason = "the polygon crosses itself: voxels by the even-odd rule, its planimetric area is not its area"
     return placed
+
+
+def _is_simple(polygon_ij: np.ndarray) -> bool:
+    """True when the closed polygon does not cross or touch itself (shapely)."""
+    from shapely.geometry import LinearRing
+
+    return bool(LinearRing(polygon_ij).is_simple)
 
 
 class _Segments:
@@ -861,6 +874,8 @@ def rasterize_rois(rois: Sequence[Roi], grid: SliceGrid, settings: RtssSettings 
         flags.append("contour_references_unresolved")
     if any(c.clipped_at_fov for c in all_contours):
         flags.append("contours_clipped_at_fov")
+    if any(c.is_used and c.self_intersecting for c in all_contours):
+        flags.append("contours_self_intersecting")
     return CaseRasters(grid, rasters, labels, label_map, overlaps, head, flags)
 
 
@@ -892,6 +907,9 @@ def roi_table(case: CaseRasters, settings: RtssSettings | None = None) -> list[d
             status = "partial"
             reason = (f"{len(lost)} of {len(roi.contours)} contours not used, volumes are partial: "
                       + "; ".join(_lost_contour(c) for c in lost))  # fmt: skip
+        elif any(c.self_intersecting for c in used):
+            status = "self_intersecting"
+            reason = "; ".join(_lost_contour(c) for c in used if c.self_intersecting)
         elif len(voxels) == 0:
             status, reason = "ok", "contours enclose no voxel centre"
         rows.append(
@@ -948,6 +966,7 @@ def contour_table(case: CaseRasters) -> list[dict[str, Any]]:
                     "max_nonplanarity_mm": c.max_nonplanarity_mm,
                     "area_mm2": c.area_mm2,
                     "clipped_at_fov": c.clipped_at_fov,
+                    "self_intersecting": c.self_intersecting,
                     "outcome": c.outcome,
                     "reason": c.reason,
                 }
@@ -967,7 +986,7 @@ CONTOUR_COLUMNS = {
     "roi_number": "int64", "roi_name": "string", "contour_index": "int64", "n_points": "int64",
     "geometric_type": "string", "referenced_sop_instance_uid": "string", "slice_k": "Int64",
     "slice_method": "string", "distance_to_slice_mm": "float64", "max_off_plane_mm": "float64",
-    "max_nonplanarity_mm": "float64", "area_mm2": "float64", "clipped_at_fov": "bool",
+    "max_nonplanarity_mm": "float64", "area_mm2": "float64", "clipped_at_fov": "bool", "self_intersecting": "bool",
     "outcome": "string", "reason": "string",
 }  # fmt: skip
 

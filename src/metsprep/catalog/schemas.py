@@ -97,7 +97,7 @@ LESION_COLUMNS: list[Column] = [
     _c("enhancement_ratio", F, "Lesion T1C mean / normal-appearing brain T1C mean", "1"),
     _c("generation_algorithm", S, "ROI Generation Algorithm (3006,0036): MANUAL, SEMIAUTOMATIC, AUTOMATIC"),
     _c("intensity_flag", S, "Set where t1_*/t2_* intensities come from a registration that a check flagged (the values may be misplaced); null otherwise"),
-    _c("roi_status", S, "ok; partial (some contours could not be used: volumes are partial, roi_status_reason names each); empty (no contours); unusable (no usable contour); no_voxels"),
+    _c("roi_status", S, "ok; partial (some contours could not be used: volumes are partial, roi_status_reason names each); empty (no contours); unusable (no usable contour); self_intersecting (a contour crosses itself: voxels by the even-odd rule, volume_mm3 and contour_volume_mm3 disagree); no_voxels"),
     _c("roi_status_reason", S, "Reason given by the rtss stage when roi_status is not ok"),
 ]
 
