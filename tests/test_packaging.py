@@ -47,11 +47,10 @@ def test_python_pin_matches():
 
 def test_wheel_carries_the_package_data(tmp_path):
     """A non-editable install reads the rule table and the vocabulary from the wheel."""
+    import shutil
     import subprocess
     import sys
     import zipfile
-
-    import shutil
 
     # build from a copy: setuptools writes build/ and *.egg-info beside the sources
     source = tmp_path / "source"
