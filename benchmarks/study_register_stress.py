@@ -29,6 +29,7 @@ VARIANTS = {
     "more samples": {"samples_per_level": (4000, 8000, 30000)},
     "fewer samples": {"samples_per_level": (3000, 6000, 12000)},
     "no rotated starts": {"start_rotation_deg": 0.0},
+    "check through 2 levels": {"check_levels": 2},
 }
 
 

@@ -359,8 +359,10 @@ def _register_pair(prepared: FixedImage, moving_image: sitk.Image, settings: Reg
         transform, _, n_iterations, stop = _optimise(settings, fixed, moving, level, transform)
         iterations_per_level.append(n_iterations)
 
-    # the independent check: the finest level again, from a perturbed start
-    check, _, _, _ = _optimise(settings, fixed, moving, n_levels - 1, _perturbed(transform, settings))
+    # the independent check: the finest `check_levels` levels again, from a perturbed start
+    check = _perturbed(transform, settings)
+    for level in range(max(0, n_levels - settings.check_levels), n_levels):
+        check, _, _, _ = _optimise(settings, fixed, moving, level, check)
     disagreement = distance_p95_mm(transform, check, prepared.check_points_lps)
 
     metric_after = _metric_at(settings, fixed, moving, qc_level, transform)
