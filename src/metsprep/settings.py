@@ -104,7 +104,7 @@ class RegistrationSettings(StageSettings):
     # The independent check: a second registration from a start moved by this much.
     check_rotation_deg: float = 3.0
     check_translation_mm: float = 4.0
-    check_levels: int = 1  # how many of the finest pyramid levels the check runs again
+    check_levels: int = 2  # how many of the finest pyramid levels the check runs again
     max_disagreement_mm: float = 1.0
     # QC bounds: a result beyond them is flagged (kept, not excluded).
     max_rotation_deg: float = 15.0
