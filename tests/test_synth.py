@@ -12,6 +12,7 @@ import pydicom
 import pytest
 from pydicom.uid import MRImageStorage, RTStructureSetStorage
 
+from metsprep.frames import apply_affine
 from metsprep.synth import generate_cohort
 from metsprep.synth.lesions import Lesion, ShapeTerm, draw_diameters_mm, draw_lesion_count
 
@@ -280,9 +281,9 @@ def test_lesions_are_in_brain_apart_and_labelled_by_true_side(synth_cohort, feat
                 dirs = np.random.default_rng(1).normal(size=(300, 3))
                 dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
                 surface = body.centre_lps + dirs * body.radius_along(dirs)[:, None] * 0.98
-                ijk = anatomy.apply_affine(mni_ijk_from_t1c, surface)
+                ijk = apply_affine(mni_ijk_from_t1c, surface)
                 assert anatomy.sample_volume(maps.brain, ijk).min() > 0.45
-                mni = anatomy.apply_affine(np.linalg.inv(pose), np.array(lesion["centroid_lps_mm"]))
+                mni = apply_affine(np.linalg.inv(pose), np.array(lesion["centroid_lps_mm"]))
                 assert lesion["hemisphere"] == ("L" if mni[0] > 0 else "R")
                 assert lesion["roi_name"].startswith(lesion["hemisphere"])
                 assert lesion["region"] in {"frontal", "temporal", "parietal", "occipital", "cerebellum", "brainstem", "deep"}

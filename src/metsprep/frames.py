@@ -72,30 +72,6 @@ class Grid:
         """The grid of a nibabel image (its best affine: the sform where it is set)."""
         return cls.from_ras_from_ijk(image.shape[:3], image.affine)
 
-    @property
-    def ras_from_ijk(self) -> Affine:
-        return RAS_FROM_LPS @ self.lps_from_ijk
-
-    @property
-    def spacing_mm(self) -> NDArray[np.float64]:
-        return spacing_mm(self.lps_from_ijk)
-
-    @property
-    def voxel_volume_mm3(self) -> float:
-        return voxel_volume_mm3(self.lps_from_ijk)
-
-    @property
-    def normal_lps(self) -> NDArray[np.float64]:
-        return slice_normal_lps(self.lps_from_ijk)
-
-    def lps(self, ijk: ArrayLike) -> NDArray[np.float64]:
-        """Voxel indices (n x 3, may be fractional) to LPS mm."""
-        return apply_affine(self.lps_from_ijk, ijk)
-
-    def ijk(self, lps: ArrayLike) -> NDArray[np.float64]:
-        """LPS mm to (fractional) voxel indices."""
-        return apply_affine(np.linalg.inv(self.lps_from_ijk), lps)
-
     def same_as(self, other: Grid, tolerance_mm: float = SAME_GRID_TOLERANCE_MM) -> bool:
         return self.shape == other.shape and bool(
             np.allclose(self.lps_from_ijk, other.lps_from_ijk, atol=tolerance_mm)

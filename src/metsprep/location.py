@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from metsprep.frames import apply_affine
+
 UNKNOWN = "unknown"
 MIDLINE = "midline"
 
@@ -171,7 +173,7 @@ def midsagittal_plane(
         return None
     stride = max(1, int(np.ceil(len(ijk) / max_points)))
     ijk = ijk[::stride].astype(np.float64)
-    lps = ijk @ lps_from_ijk[:3, :3].T + lps_from_ijk[:3, 3]
+    lps = apply_affine(lps_from_ijk, ijk)
     centroid = lps.mean(axis=0)
     covariance = np.cov((lps - centroid).T)
     _, axes = np.linalg.eigh(covariance)  # columns are the principal axes

@@ -29,7 +29,7 @@ import numpy as np
 
 from metsprep.atomic import write_text, write_with
 from metsprep.contracts import CaseSummary
-from metsprep.frames import Grid, apply_affine
+from metsprep.frames import Grid, apply_affine, spacing_mm
 
 log = logging.getLogger("metsprep.qc")
 
@@ -164,7 +164,7 @@ def lesion_figure(case_id: str, t1c: tuple[np.ndarray, np.ndarray], labels: tupl
     # the two-line panel titles and the suptitle
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 1.0 / height, wspace=0.05, hspace=0.3)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    spacing = np.linalg.norm(lps_from_ijk[:3, :3], axis=0)
+    spacing = spacing_mm(lps_from_ijk)
     label_map = labels[0]
     for ax, row in zip(axes.ravel(), shown, strict=False):
         k = int(round(row["centroid_k"]))
@@ -247,7 +247,7 @@ def registration_figure(
     nz = np.flatnonzero(image.reshape(-1, image.shape[2]).max(axis=0) > _window(image)[0])
     k_lo, k_hi = (int(nz.min()), int(nz.max())) if nz.size else (0, image.shape[2] - 1)
     slices = [int(round(k_lo + f * (k_hi - k_lo))) for f in (0.35, 0.55, 0.75)]
-    spacing = np.linalg.norm(lps_from_ijk[:3, :3], axis=0)
+    spacing = spacing_mm(lps_from_ijk)
     aspect = spacing[1] / spacing[0] if int(np.argmax(np.abs(lps_from_ijk[0, :2]))) == 0 else spacing[0] / spacing[1]
     fig = _figure((3.2 * len(slices), 7.0))
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.92, wspace=0.05, hspace=0.12)

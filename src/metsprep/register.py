@@ -4,8 +4,8 @@ Convention (ITK's, see docs/design.md): the transform maps a point in T1C LPS mm
 same anatomical point in the moving series' LPS mm, so
 ``sitk.Resample(moving, t1c, transform)`` puts the moving image on the T1C grid.
 
-The method (anisotropic pyramid, masks on both images, several starts, an independent
-check from a perturbed start) is described where it is implemented, below; settings were
+The method (anisotropic pyramid, several starts, an independent check from a perturbed
+start) is described where it is implemented, below; settings were
 chosen by target registration error and time on the stress corpus, see
 docs/registration.md and benchmarks/bench_register.py.
 """
@@ -80,17 +80,18 @@ def _finite_or_none(value: float) -> float | None:
 #    `levels_mm[l]` in-plane (sitk.BinShrink, box averaging), never coarser than the target
 #    along an axis, so 3-7 mm slices are not thinned out further (a uniform shrink of 4
 #    turned 6 mm slices into 24 mm ones).
-# 2. A head mask on the fixed image (or both, or none: `head_masks`) restricts the metric;
-#    random samples, a fixed number per level (`samples_per_level`) inside the fixed mask,
-#    seeded for reproducibility.
+# 2. Random metric samples, a fixed number per level (`samples_per_level`), seeded for
+#    reproducibility; head masks restrict the metric only where `head_masks` says (default
+#    none: an Otsu mask of a strongly biased T1C cut away parts of the head).
 # 3. Starts at the coarsest level that do not depend on where the scanner put the head:
 #    the identity (one Frame of Reference), the head-mask centroid shift, and rotations of
-#    +-`start_rotation_deg` about each axis; the best few by metric are optimised at the
-#    coarsest level and the best result goes on through the finer levels.
-# 4. An independent check: the finest level is run again from a start perturbed by
-#    `check_rotation_deg` and `check_translation_mm`; a good optimum is found again. The
-#    largest distance between the two results at head points is reported, and a
-#    registration whose two results are more than `max_disagreement_mm` apart is flagged.
+#    +-`start_rotation_deg` about each axis; the best `STARTS_OPTIMISED` by metric are
+#    optimised at the coarsest level and the best result goes on through the finer levels.
+# 4. An independent check: the finest `check_levels` levels are run again from a start
+#    perturbed by `check_rotation_deg` and `check_translation_mm`; a good optimum is found
+#    again. The 95th percentile of the distances between the two results at head points is
+#    reported, and a registration whose two results are farther apart than
+#    `max_disagreement_mm` is flagged.
 
 # Head masks are computed at this working spacing (mm); ITK looks mask points up in
 # physical space, so one coarse mask serves every level.
@@ -107,11 +108,6 @@ def _binned(image: sitk.Image, target_mm: float) -> sitk.Image:
     image = sitk.Cast(image, sitk.sitkFloat32)
     factors = [max(1, int(round(target_mm / s))) for s in image.GetSpacing()]
     return sitk.BinShrink(image, factors) if any(f > 1 for f in factors) else image
-
-
-def working_resolution(image: sitk.Image) -> sitk.Image:
-    """``image`` at the finest level of the default pyramid (about 1 mm in-plane)."""
-    return _binned(image, 1.0)
 
 
 def _mask_centroid_lps(mask: sitk.Image) -> list[float]:
@@ -312,8 +308,9 @@ def _starts(settings: RegistrationSettings, center: list[float], fixed: Pyramid,
         transform.SetTranslation([float(v) for v in shift])
         return transform
 
-    # the identity (one Frame of Reference) and the head-centroid shift (moments)
-    starts = [euler(), euler(shift=np.subtract(_mask_centroid_lps(moving.mask), _mask_centroid_lps(fixed.mask)))]
+    # the identity (one Frame of Reference) and the head-centroid shift (moments; `center`
+    # is the fixed head mask's centroid)
+    starts = [euler(), euler(shift=np.subtract(_mask_centroid_lps(moving.mask), center))]
     angle = settings.start_rotation_deg
     if angle > 0:
         for axis in range(3):

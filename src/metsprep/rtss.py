@@ -36,7 +36,7 @@ import numpy as np
 from metsprep.atomic import write_json, write_nifti, write_text, write_with
 from metsprep.contracts import SCHEMA_VERSION, BidsResult, CasePlan, LabelEntry, RtssOutputs, RtssResult, Status
 from metsprep.errors import CaseExcluded
-from metsprep.frames import Grid
+from metsprep.frames import Grid, slice_normal_lps, voxel_volume_mm3
 from metsprep.layout import bids_paths, sidecar_path
 from metsprep.settings import RtssSettings
 
@@ -328,8 +328,7 @@ class SliceGrid:
         self.lps_from_ijk = np.asarray(self.lps_from_ijk, dtype=np.float64)
         self.shape = tuple(int(s) for s in self.shape)  # type: ignore[assignment]
         m = self.lps_from_ijk[:3, :3]
-        normal = np.cross(m[:, 0], m[:, 1])
-        self.normal_lps = normal / np.linalg.norm(normal)
+        self.normal_lps = slice_normal_lps(self.lps_from_ijk)
         origin = self.lps_from_ijk[:3, 3]
         k_step = m[:, 2]
         self._k_step_along_normal = float(self.normal_lps @ k_step)
@@ -352,7 +351,7 @@ class SliceGrid:
 
     @property
     def voxel_volume_mm3(self) -> float:
-        return float(abs(np.linalg.det(self.lps_from_ijk[:3, :3])))
+        return voxel_volume_mm3(self.lps_from_ijk)
 
     def local_spacing_mm(self, k: int) -> float:
         """Centre-to-centre spacing at plane k: mean of the gaps to its neighbours."""

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .anatomy import TissueMaps, alternate_contrasts, apply_affine, sample_volume
+from metsprep.frames import apply_affine
+
+from .anatomy import TissueMaps, alternate_contrasts, sample_volume
 from .lesions import Lesion
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+from metsprep.frames import LPS_FROM_RAS, apply_affine
 
 # Relative signal of each tissue (arbitrary units near GE magnitude images).
 TISSUE_SIGNAL = {
@@ -157,10 +157,6 @@ def _upsample(coarse: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     grids = np.meshgrid(*[np.arange(n, dtype=np.float32) / 2.0 for n in shape], indexing="ij", sparse=True)
     coords = np.broadcast_arrays(*grids)
     return ndi.map_coordinates(coarse, coords, order=1, mode="nearest", output=np.float32)
-
-
-def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return points @ matrix[:3, :3].T + matrix[:3, 3]
 
 
 def sample_volume(volume: np.ndarray, mni_ijk: np.ndarray, order: int = 1) -> np.ndarray:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from metsprep.atomic import write_text
+from metsprep.frames import apply_affine
 from metsprep.jsonio import to_jsonable
 
 from . import anatomy
@@ -31,7 +32,7 @@ from .acquisition import (
     rigid_about,
     rotation_matrix,
 )
-from .anatomy import apply_affine, sample_volume
+from .anatomy import sample_volume
 from .dicom_writer import (
     TRANSFER_SYNTAXES,
     UNSUPPORTED_TRANSFER_SYNTAXES,
