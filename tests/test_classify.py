@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from metsprep.classify import (
-    SequenceClass,
+    apply_acquisition_order,
     choose_series,
     classify_series,
     load_rules,
-    normalise_description,
 )
+from metsprep.series_description import load_lexicon, read_description
 
 TABLE = Path(__file__).parent / "data" / "series_descriptions.csv"
 
@@ -58,15 +58,19 @@ def test_whole_table_is_classified_as_expected(rules):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("sT1W_3D_TFE Gd", " ST1W 3D TFE GD "),
-        ("OAx T2 FLAIR+C", " OAX T2 FLAIR + C "),
-        ("T2*W_FFE", " T2 * W FFE "),
+        ("sT1W_3D_TFE Gd", " S T1 3D TFE POSTCONTRAST "),
+        ("OAx T2 FLAIR+C", " AX T2 FLAIR POSTCONTRAST "),
+        ("T2*W_FFE", " T2STAR W FFE "),
+        ("t1_se_tra_PAT2", " T1 SE AX "),
+        ("AX T1 ohne KM", " AX T1 PRECONTRAST "),
+        ("AXT1C", " AX T1 POSTCONTRAST "),
+        ("t1_mpr_sag_p2_iso", " T1 MPRAGE SAG "),
         ("", " "),
         (None, " "),
     ],
 )
-def test_normalise_description(text, expected):
-    assert normalise_description(text) == expected
+def test_description_reading(text, expected):
+    assert read_description(text, load_lexicon()).text == expected
 
 
 def test_contrast_marker_on_t2_is_flagged_not_t1c(rules):
@@ -102,7 +106,8 @@ def test_contrast_agent_tag_is_evidence(rules):
 
 def test_unclear_description_and_parameters_are_ambiguous_other(rules):
     result = classify_series({"series_description": "Series 7"}, rules)
-    assert result == SequenceClass("OTHER", "acquisition", ("ambiguous",), "acquisition_unclear")
+    assert (result.label, result.source, result.flags, result.rule_id, result.confidence) == (
+        "OTHER", "acquisition", ("ambiguous",), "acquisition_unclear", "low")
 
 
 def test_parameter_fallback_is_labelled_acquisition(rules):
@@ -143,3 +148,66 @@ def test_choose_series_prefers_rtss_reference_then_axial_then_slices_then_number
     chosen, reason = choose_series([a, d], "T2")
     assert chosen is d and "higher series number" in reason
     assert choose_series([], "T1") == (None, None)
+
+
+# --- header evidence and acquisition order -------------------------------------------
+
+
+def test_description_and_header_agreeing_is_high_confidence(rules):
+    t1 = {"series_description": "AX T1 SE", "repetition_time_ms": 500, "echo_time_ms": 10, "scanning_sequence": "SE"}
+    assert classify_series(t1, rules).confidence == "high"
+    assert classify_series({"series_description": "AX T1 SE"}, rules).confidence == "medium"
+
+
+def test_description_contradicted_by_header_is_flagged_low_confidence(rules):
+    # named T1, acquired as a long-TR long-TE spin echo: one of the two is wrong
+    series = {"series_description": "AX T1", "repetition_time_ms": 4500, "echo_time_ms": 100, "scanning_sequence": "SE"}
+    result = classify_series(series, rules)
+    assert "description_conflicts_with_acquisition" in result.flags
+    assert result.confidence == "low"
+    assert "header says T2" in result.why
+
+
+def test_parallel_imaging_factor_is_not_a_t2(rules):
+    series = {"series_description": "t1_se_tra_PAT2", "repetition_time_ms": 550, "echo_time_ms": 9,
+              "scanning_sequence": "SE"}  # fmt: skip
+    assert classify_series(series, rules).label == "T1"
+
+
+def _study(*rows):
+    headers = {f"s{i}": dict(row, series_instance_uid=f"s{i}") for i, row in enumerate(rows)}
+    return headers
+
+
+def test_same_named_t1_after_the_injection_is_t1c(rules):
+    headers = _study(
+        {"series_description": "AX T1", "series_number": 3},
+        {"series_description": "AX T2", "series_number": 4},
+        {"series_description": "AX T1 +C", "series_number": 5},
+        {"series_description": "AX T1", "series_number": 6},
+    )
+    classes = {uid: classify_series(h, rules) for uid, h in headers.items()}
+    ordered = apply_acquisition_order(classes, headers, rules)
+    assert [ordered[u].label for u in headers] == ["T1", "T2", "T1C", "T1C"]
+    assert ordered["s3"].source == "acquisition_order"
+    assert ordered["s0"] == classes["s0"]  # acquired before the injection: stays T1
+
+
+def test_rtss_reference_places_the_injection(rules):
+    # both named "AX T1"; the RTSS was drawn on the later one: the earlier one is the pre-contrast T1
+    headers = _study({"series_description": "AX T1", "series_number": 2},
+                     {"series_description": "AX T1", "series_number": 7})  # fmt: skip
+    classes = {"s0": classify_series(headers["s0"], rules),
+               "s1": classify_series(headers["s1"], rules, rtss_referenced=True)}  # fmt: skip
+    ordered = apply_acquisition_order(classes, headers, rules)
+    assert (ordered["s0"].label, ordered["s1"].label) == ("T1", "T1C")
+
+
+def test_unmarked_t1_after_the_injection_without_a_twin_is_flagged(rules):
+    headers = _study({"series_description": "AX T1 +C", "series_number": 5},
+                     {"series_description": "SAG T1 SE", "series_number": 8})  # fmt: skip
+    classes = {uid: classify_series(h, rules) for uid, h in headers.items()}
+    ordered = apply_acquisition_order(classes, headers, rules)
+    assert ordered["s1"].label == "T1"
+    assert "acquired_after_contrast_injection" in ordered["s1"].flags
+    assert ordered["s1"].confidence == "low"

@@ -61,7 +61,8 @@ def test_wheel_carries_the_package_data(tmp_path):
                     str(tmp_path), str(source)], check=True, capture_output=True)  # fmt: skip
     (wheel,) = tmp_path.glob("metsprep-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"metsprep/data/sequence_rules.yaml", "metsprep/data/location_vocabulary.yaml", "metsprep/py.typed"} <= names
+    assert {"metsprep/data/sequence_rules.yaml", "metsprep/data/sequence_lexicon.yaml",
+            "metsprep/data/location_vocabulary.yaml", "metsprep/py.typed"} <= names
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     code = ("from metsprep.classify import load_rules; from metsprep.location import read_vocabulary; "

@@ -1,8 +1,10 @@
 """Sequence classification of MR series: T1, T1C, T2 or OTHER, and why.
 
 The rule table ships as `metsprep/data/sequence_rules.yaml` (its header documents the order of
-evidence). This module applies it to one series at a time (`classify_series`) and
-chooses one series per role in a study (`choose_series`).
+evidence); descriptions are read through the token lexicon (`metsprep.series_description`).
+This module classifies one series at a time from its description and header
+(`classify_series`), lets the acquisition order of a study decide what one series alone cannot
+(`apply_acquisition_order`) and chooses one series per role (`choose_series`).
 
 Labels are final (`T1`, `T1C`, `T2`, `OTHER`); intermediate families (`T1_FAMILY`,
 `CONTRAST_ONLY`, `T1_UNKNOWN_CONTRAST`) never leave this module except as `rule_id`.
@@ -18,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from metsprep.series_description import DescriptionReading, Lexicon, load_lexicon, read_description
+
 LABELS = ("T1", "T1C", "T2", "OTHER")
 
 
@@ -26,9 +30,14 @@ class SequenceClass:
     """Outcome of classifying one series."""
 
     label: str  # T1 | T1C | T2 | OTHER
-    source: str  # description | acquisition | description+acquisition | contrast_agent_tag | rtss_reference | config_override
+    # description | acquisition | description+acquisition | contrast_agent_tag | rtss_reference |
+    # acquisition_order | config_override | pixels (set by the image check)
+    source: str
     flags: tuple[str, ...] = ()
     rule_id: str = ""
+    # high: two independent sources agree; medium: one source decided; low: sources disagree
+    confidence: str = "medium"
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,15 +58,17 @@ class AcquisitionRule:
 class SequenceRules:
     description_rules: tuple[DescriptionRule, ...]
     acquisition_rules: tuple[AcquisitionRule, ...]
-    pre_contrast: re.Pattern[str]
-    post_contrast: re.Pattern[str]
     derived_image_type_tokens: frozenset[str]
+    lexicon: Lexicon
     sequence_overrides: Mapping[str, str] = field(default_factory=dict)
 
 
-def load_rules(path: Path | str | None = None, overrides: Mapping[str, str] | None = None) -> SequenceRules:
-    """Read the rule table (the packaged one without `path`); `overrides`
-    (SeriesInstanceUID -> label) extend the file's own."""
+def load_rules(
+    path: Path | str | None = None, overrides: Mapping[str, str] | None = None,
+    lexicon_path: Path | str | None = None,
+) -> SequenceRules:
+    """Read the rule table and the token lexicon (the packaged ones without a path);
+    `overrides` (SeriesInstanceUID -> label) extend the file's own."""
     from metsprep import data as package_data
 
     data = yaml.safe_load(package_data.read_text(package_data.SEQUENCE_RULES, path))
@@ -73,21 +84,10 @@ def load_rules(path: Path | str | None = None, overrides: Mapping[str, str] | No
         acquisition_rules=tuple(
             AcquisitionRule(r["id"], r["label"], dict(r["when"])) for r in data["acquisition_rules"]
         ),
-        pre_contrast=re.compile(data["pre_contrast"]),
-        post_contrast=re.compile(data["post_contrast"]),
         derived_image_type_tokens=frozenset(t.upper() for t in data["derived_image_type_tokens"]),
+        lexicon=load_lexicon(lexicon_path or None),
         sequence_overrides={str(k): str(v) for k, v in merged.items()},
     )
-
-
-def normalise_description(text: str | None) -> str:
-    """Upper case, '+'/'*' as own tokens, other punctuation to spaces, padded by one space."""
-    if not text:
-        return " "
-    upper = str(text).upper()
-    upper = upper.replace("+", " + ").replace("*", " * ")
-    upper = re.sub(r"[^A-Z0-9+*]+", " ", upper)
-    return " " + " ".join(upper.split()) + " "
 
 
 def _is_filled(value: Any) -> bool:
@@ -157,40 +157,44 @@ def _is_derived(series: Mapping[str, Any], rules: SequenceRules) -> bool:
     return "DERIVED" in codes and bool(codes & rules.derived_image_type_tokens)
 
 
-def _contrast_of(text: str, rules: SequenceRules) -> str:
-    """'pre', 'post', 'both' or 'none' from the contrast markers of a normalised description."""
-    pre = rules.pre_contrast.search(text)
-    remaining = text if pre is None else text[: pre.start()] + " " + text[pre.end():]
-    post = rules.post_contrast.search(remaining)
-    if pre and post:
-        return "both"
-    return "pre" if pre else "post" if post else "none"
-
-
 def _resolve_t1(
     series: Mapping[str, Any], contrast: str, weighting_source: str, rule_id: str, rtss_referenced: bool,
-    flags: list[str],
+    flags: list[str], confidence: str, why: str,
 ) -> SequenceClass:
     """Final label of a T1-weighted series from its contrast evidence."""
     agent = _is_filled(series.get("contrast_bolus_agent"))
     if contrast == "post":
-        return SequenceClass("T1C", weighting_source, tuple(flags), rule_id)
+        return SequenceClass("T1C", weighting_source, tuple(flags), rule_id, confidence, why)
     if contrast == "pre":
         if agent:
             flags.append("contrast_agent_tag_conflicts_with_description")
+            confidence = "low"
         if rtss_referenced:
             flags.append("rtss_references_pre_contrast_t1")
-        return SequenceClass("T1", weighting_source, tuple(flags), rule_id)
+            confidence = "low"
+        return SequenceClass("T1", weighting_source, tuple(flags), rule_id, confidence, why)
     if contrast == "both":
         flags += ["ambiguous", "conflicting_contrast_markers"]
-        return SequenceClass("OTHER", weighting_source, tuple(flags), rule_id)
+        return SequenceClass("OTHER", weighting_source, tuple(flags), rule_id, "low", why)
     # T1_UNKNOWN_CONTRAST: the description does not say
     if agent:
-        return SequenceClass("T1C", "contrast_agent_tag", tuple(flags), rule_id)
+        return SequenceClass("T1C", "contrast_agent_tag", tuple(flags), rule_id, confidence,
+                             why + "; Contrast/Bolus Agent filled")
     if rtss_referenced:
-        return SequenceClass("T1C", "rtss_reference", tuple(flags), rule_id)
+        return SequenceClass("T1C", "rtss_reference", tuple(flags), rule_id, confidence,
+                             why + "; the RT Structure Set was drawn on it")
     flags.append("no_contrast_marker")
-    return SequenceClass("T1", weighting_source, tuple(flags), rule_id)
+    return SequenceClass("T1", weighting_source, tuple(flags), rule_id, confidence, why + "; no contrast marker")
+
+
+def _weighting_agreement(family: str, acquisition: str | None) -> str:
+    """'agree', 'disagree' or 'unknown' between a description family and the header's label."""
+    if acquisition is None:
+        return "unknown"
+    weighting = {"T1_FAMILY": "T1", "T2": "T2"}.get(family)
+    if weighting is None or acquisition == "OTHER":
+        return "unknown"
+    return "agree" if weighting == acquisition else "disagree"
 
 
 def classify_series(
@@ -202,50 +206,127 @@ def classify_series(
     repetition_time_ms, echo_time_ms, inversion_time_ms, scanning_sequence,
     contrast_bolus_agent. `rtss_referenced` says that the case's RT Structure Set was
     drawn on this series, strong evidence for T1C in a gamma-knife collection.
+    The description and the acquisition parameters are two opinions: when both name the
+    weighting and agree the confidence is high; when they disagree the description's label is
+    kept with the flag `description_conflicts_with_acquisition` and low confidence (the image
+    check of the case then has the last word).
     """
     uid = series.get("series_instance_uid")
     if uid is not None and str(uid) in rules.sequence_overrides:
-        return SequenceClass(rules.sequence_overrides[str(uid)], "config_override", (), "sequence_overrides")
+        return SequenceClass(rules.sequence_overrides[str(uid)], "config_override", (), "sequence_overrides",
+                             "high", "SeriesInstanceUID listed in sequence_overrides")
 
     description = series.get("series_description")
     if not _is_filled(description):
         description = series.get("protocol_name")
-    text = normalise_description(description if _is_filled(description) else None)
+    reading = read_description(description if _is_filled(description) else None, rules.lexicon)
     flags: list[str] = []
 
     if _is_derived(series, rules):
-        return SequenceClass("OTHER", "acquisition", ("derived_image",), "derived_image_type")
+        return SequenceClass("OTHER", "acquisition", ("derived_image",), "derived_image_type", "high",
+                             "Image Type DERIVED (a reformat or derived map)")
 
     family, rule_id = None, ""
     for rule in rules.description_rules:
-        if rule.pattern.search(text):
+        if rule.pattern.search(reading.text):
             family, rule_id = rule.family, rule.id
             break
-    contrast = _contrast_of(text, rules)
+    contrast = reading.contrast
+    why = _why(reading, rule_id)
+    label, acq_rule = _acquisition_label(series, rules)
 
     if family in ("OTHER", "T2"):
         if contrast in ("post", "both"):
             flags.append("contrast_marker_on_non_t1")
-        return SequenceClass(family, "description", tuple(flags), rule_id)
+        confidence = "medium"
+        if family == "T2":
+            agreement = _weighting_agreement(family, label)
+            if agreement == "disagree":
+                flags.append("description_conflicts_with_acquisition")
+                why += f"; header says {label} ({acq_rule})"
+            confidence = {"agree": "high", "disagree": "low"}.get(agreement, "medium")
+        return SequenceClass(family, "description", tuple(flags), rule_id, confidence, why)
     if family == "T1_FAMILY":
-        return _resolve_t1(series, contrast, "description", rule_id, rtss_referenced, flags)
+        agreement = _weighting_agreement(family, label)
+        if agreement == "disagree":
+            flags.append("description_conflicts_with_acquisition")
+            why += f"; header says {label} ({acq_rule})"
+        confidence = {"agree": "high", "disagree": "low"}.get(agreement, "medium")
+        return _resolve_t1(series, contrast, "description", rule_id, rtss_referenced, flags, confidence, why)
 
     # the description does not name the weighting: acquisition parameters decide it
-    label, acq_rule = _acquisition_label(series, rules)
+    why = f"{why}; header: {acq_rule}" if why else f"header: {acq_rule}"
     if family == "CONTRAST_ONLY":
         if label == "T1":
-            return _resolve_t1(series, "post", "description+acquisition", f"{rule_id}+{acq_rule}", rtss_referenced, flags)
+            return _resolve_t1(series, "post", "description+acquisition", f"{rule_id}+{acq_rule}", rtss_referenced,
+                               flags, "medium", why)
         if label is None and rtss_referenced:
-            return SequenceClass("T1C", "rtss_reference", ("weighting_unknown",), rule_id)
+            return SequenceClass("T1C", "rtss_reference", ("weighting_unknown",), rule_id, "low", why)
         flags.append("contrast_marker_on_non_t1" if label else "ambiguous")
-        return SequenceClass(label or "OTHER", "description+acquisition", tuple(flags), f"{rule_id}+{acq_rule}")
+        return SequenceClass(label or "OTHER", "description+acquisition", tuple(flags), f"{rule_id}+{acq_rule}",
+                             "medium" if label else "low", why)
     if label == "T1":
-        return _resolve_t1(series, contrast, "acquisition", acq_rule, rtss_referenced, flags)
+        return _resolve_t1(series, contrast, "acquisition", acq_rule, rtss_referenced, flags, "medium", why)
     if label is None:
         if rtss_referenced:
-            return SequenceClass("T1C", "rtss_reference", ("weighting_unknown",), acq_rule)
-        return SequenceClass("OTHER", "acquisition", ("ambiguous",), acq_rule)
-    return SequenceClass(label, "acquisition", tuple(flags), acq_rule)
+            return SequenceClass("T1C", "rtss_reference", ("weighting_unknown",), acq_rule, "low", why)
+        return SequenceClass("OTHER", "acquisition", ("ambiguous",), acq_rule, "low", why)
+    return SequenceClass(label, "acquisition", tuple(flags), acq_rule, "medium", why)
+
+
+def _why(reading: DescriptionReading, rule_id: str) -> str:
+    text = reading.text.strip()
+    parts = [f"description read as '{text}'" if text else "no description"]
+    if rule_id:
+        parts.append(f"rule {rule_id}")
+    if reading.contrast_words:
+        parts.append(f"contrast {reading.contrast} from " + ", ".join(f"'{w}'" for w in reading.contrast_words))
+    return "; ".join(parts)
+
+
+# --- the acquisition order of a study ---------------------------------------------
+
+
+def _order_key(header: Mapping[str, Any]) -> tuple[float, str]:
+    number = _float(header.get("series_number"))
+    return (number if number is not None else float("inf"), str(header.get("series_time") or ""))
+
+
+def apply_acquisition_order(
+    classes: Mapping[str, SequenceClass], headers: Mapping[str, Mapping[str, Any]], rules: SequenceRules,
+) -> dict[str, SequenceClass]:
+    """Let the order of a study's series decide what one series' header cannot.
+
+    The contrast injection is placed at the first series (by Series Number, then Series Time)
+    with contrast evidence (labelled T1C, a filled Contrast/Bolus Agent, or a perfusion or
+    dynamic series). A T1 whose description says nothing of contrast and that was acquired
+    after the injection becomes T1C (source `acquisition_order`) when a series of the same
+    description was acquired before it; otherwise it keeps T1 with the flag
+    `acquired_after_contrast_injection` and low confidence.
+    """
+    injected = [uid for uid, cls in classes.items()
+                if cls.label == "T1C" or cls.rule_id == "perfusion"
+                or _is_filled(headers[uid].get("contrast_bolus_agent"))]  # fmt: skip
+    if not injected:
+        return dict(classes)
+    injection = min(_order_key(headers[uid]) for uid in injected)
+    texts = {uid: read_description(headers[uid].get("series_description") or headers[uid].get("protocol_name"),
+                                   rules.lexicon).text for uid in classes}  # fmt: skip
+    out = dict(classes)
+    for uid, cls in classes.items():
+        if cls.label != "T1" or "no_contrast_marker" not in cls.flags or _order_key(headers[uid]) <= injection:
+            continue
+        before = [other for other in classes if other != uid and texts[other] == texts[uid]
+                  and _order_key(headers[other]) < injection]  # fmt: skip
+        flags = tuple(f for f in cls.flags if f != "no_contrast_marker")
+        if before:
+            out[uid] = SequenceClass("T1C", "acquisition_order", flags + ("post_contrast_by_acquisition_order",),
+                                     cls.rule_id, "medium",
+                                     cls.why + "; acquired after the contrast injection, the same description before it")
+        else:
+            out[uid] = SequenceClass(cls.label, cls.source, cls.flags + ("acquired_after_contrast_injection",),
+                                     cls.rule_id, "low", cls.why + "; acquired after the contrast injection")
+    return out
 
 
 # --- one series per role ----------------------------------------------------------

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from metsprep.atomic import write_with
-from metsprep.classify import SequenceRules, choose_series, classify_series, load_rules
+from metsprep.classify import SequenceRules, apply_acquisition_order, choose_series, classify_series, load_rules
 from metsprep.contracts import SCHEMA_VERSION, CasePlan
 from metsprep.geometry import DUPLICATE_POSITION_TOLERANCE_MM, GeometryError, slice_gaps
 from metsprep.settings import MatchSettings
@@ -100,7 +100,7 @@ def run_match(
 ) -> None:
     """Read the inventory, match, and write series/cases tables and one plan per ok case."""
     inventory = pd.read_parquet(inventory_parquet)
-    rules = load_rules(settings.sequence_rules or None, settings.sequence_overrides)
+    rules = load_rules(settings.sequence_rules or None, settings.sequence_overrides, settings.sequence_lexicon or None)
     result = match_inventory(inventory, Path(input_dir), rules, settings)
     write_with(out_series, lambda name: result.series.to_parquet(name, index=False))
     write_with(out_cases, lambda name: result.cases.to_parquet(name, index=False))
@@ -634,10 +634,10 @@ def _decide_case(
     if rtss is not None and rtss.target_series:
         referenced.add(rtss.target_series)
 
-    classes = {
+    classes = apply_acquisition_order({
         uid: classify_series(series[uid].header, rules, rtss_referenced=uid in referenced)
         for uid in study.series_uids if series[uid].is_image and series[uid].modality in ("MR", None)
-    }
+    }, {uid: series[uid].header for uid in study.series_uids}, rules)
     candidates: dict[str, list[dict[str, Any]]] = {"T1C": [], "T1": [], "T2": []}
     for uid, cls in classes.items():
         info = series[uid]
@@ -779,7 +779,9 @@ def _series_row(
         "series_instance_uid": info.uid, "series_number": info.series_number, "modality": info.modality,
         "series_description": info.description, "sequence": sequence,
         "sequence_source": cls.source if cls else "modality", "sequence_rule": cls.rule_id if cls else None,
-        "sequence_flags": list(cls.flags) if cls else [], "n_instances": len(info.files),
+        "sequence_flags": list(cls.flags) if cls else [],
+        "sequence_confidence": cls.confidence if cls else None, "sequence_why": cls.why if cls else None,
+        "n_instances": len(info.files),
         "rows": info.rows, "columns": info.columns,
         "pixel_spacing_row_mm": info.pixel_spacing[0] if info.pixel_spacing else None,
         "pixel_spacing_col_mm": info.pixel_spacing[1] if info.pixel_spacing else None,
@@ -795,7 +797,8 @@ def _rtss_series_row(res: RtssResolution, case_id: str, study_uid: str, chosen_r
         "case_id": case_id, "patient_id": res.patient_id, "study_instance_uid": res.own_study_uid or study_uid,
         "series_instance_uid": res.series_uid or f"rtss:{res.sop_uid}", "series_number": None,
         "modality": "RTSTRUCT", "series_description": None, "sequence": "RTSTRUCT", "sequence_source": "modality",
-        "sequence_rule": None, "sequence_flags": [], "n_instances": 1, "rows": None, "columns": None,
+        "sequence_rule": None, "sequence_flags": [], "sequence_confidence": None, "sequence_why": None,
+        "n_instances": 1, "rows": None, "columns": None,
         "pixel_spacing_row_mm": None, "pixel_spacing_col_mm": None, "slice_thickness_mm": None,
         "slice_spacing_mm": None, "orientation": None, "frame_of_reference_uid": None,
         "rtss_referenced": False, "role": "RTSS" if chosen_rtss else None,

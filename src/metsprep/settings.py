@@ -50,6 +50,7 @@ class MatchSettings(StageSettings):
     section = "match"
     include_unannotated: bool = False
     sequence_rules: str = ""  # empty: the packaged table
+    sequence_lexicon: str = ""  # empty: the packaged token lexicon
     sequence_overrides: dict[str, str] = field(default_factory=dict)
     geometry_tolerance_mm: float = 0.2
     # The bids stage's `max_missing_run` (the workflow passes it in): a T1C whose gaps the

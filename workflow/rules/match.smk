@@ -7,6 +7,7 @@ checkpoint match:
     input:
         inventory=out("catalog/inventory.parquet"),
         rules=package_data_or(config["match"]["sequence_rules"], "sequence_rules.yaml"),
+        lexicon=package_data_or(config["match"]["sequence_lexicon"], "sequence_lexicon.yaml"),
     output:
         series=out("work/match/series.parquet"),
         cases=out("work/match/cases.parquet"),
@@ -21,6 +22,7 @@ checkpoint match:
         input_dir=str(INPUT_DIR),
         settings={
             **setting_with_path(config["match"], "sequence_rules"),
+            **setting_with_path(config["match"], "sequence_lexicon"),
             "max_missing_run": config["bids"]["max_missing_run"],
         },
     script:

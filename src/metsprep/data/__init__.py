@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 SEQUENCE_RULES = "sequence_rules.yaml"
+SEQUENCE_LEXICON = "sequence_lexicon.yaml"
 LOCATION_VOCABULARY = "location_vocabulary.yaml"
 
 
