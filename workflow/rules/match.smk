@@ -7,7 +7,9 @@ checkpoint match:
     input:
         inventory=out("catalog/inventory.parquet"),
         rules=package_data_or(config["match"]["sequence_rules"], "sequence_rules.yaml"),
-        lexicon=package_data_or(config["match"]["sequence_lexicon"], "sequence_lexicon.yaml"),
+        lexicon=package_data_or(
+            config["match"]["sequence_lexicon"], "sequence_lexicon.yaml"
+        ),
     output:
         series=out("work/match/series.parquet"),
         cases=out("work/match/cases.parquet"),
