@@ -366,6 +366,8 @@ class CaseSummary(Versioned):
     status: Status
     row: dict[str, Any]
     series_nifti: dict[str, str]  # SeriesInstanceUID -> native NIfTI
+    # SeriesInstanceUID -> the image check's columns of series.parquet (metsprep.image_check)
+    series_checks: dict[str, Any]
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -449,6 +449,15 @@ def build_report(
         ("t2_translation_mm", "T2 transl mm", ".1f"), ("t2_registration_check_mm", "T2 check mm", ".2f"),
         ("registration_flags", "flags", None),
     ]))  # fmt: skip
+    parts.append("<h3>Sequence labels the pixels or the header doubt</h3>")
+    doubted = []
+    if len(series) and "pixel_check" in series:
+        doubted = series[(series["pixel_check"] == "disagrees") | (series["sequence_confidence"] == "low")].to_dict("records")
+    parts.append(_table(doubted, [
+        ("case_id", "case", None), ("role", "role", None), ("series_description", "description", None),
+        ("sequence", "label", None), ("sequence_confidence", "confidence", None), ("pixel_check", "pixels", None),
+        ("pixel_check_reason", "pixel evidence", None), ("sequence_why", "why", None),
+    ]))  # fmt: skip
     parts.append("<h3>Location (ROI name vs geometry)</h3>")
     loc = lesions[lesions["location_flag"].notna()].to_dict("records") if len(lesions) else []
     parts.append(_table(loc, [

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from metsprep import location
 from metsprep.catalog.lesion_features import (
+    BRAIN_DEPTH_MM,
     SCALP_AND_SKULL_MM,
     inside_distance_mm,
     intensity_stats,
@@ -45,6 +46,7 @@ from metsprep.contracts import (
 )
 from metsprep.errors import CaseExcluded
 from metsprep.frames import Grid
+from metsprep.image_check import PixelCheck, enhancement_check, weighting_check
 from metsprep.location import Vocabulary
 from metsprep.masks import head_mask_ijk
 from metsprep.settings import LocationSettings
@@ -74,11 +76,13 @@ def catalog_case(
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     catalog_flags: list[str] = []
+    pixel_checks: list[PixelCheck] = []
     if status == "ok":
         try:
             vocabulary = location.read_vocabulary(settings.vocabulary or None)
             rows, extra = _lesion_rows(case, [r for r in rois if r["is_lesion"]], output_dir, bids.images["T1C"].grid, vocabulary)
             catalog_flags = extra.pop("catalog_flags")
+            pixel_checks = extra.pop("pixel_checks")
         except CaseExcluded as exc:
             status, reason, stage = "excluded", exc.reason, "catalog"
             rows, extra = [], {}
@@ -99,7 +103,24 @@ def catalog_case(
     CaseSummary(
         schema_version=SCHEMA_VERSION, case_id=plan.case_id, status="ok" if status == "ok" else "excluded",
         row={name: case.get(name) for name in known}, series_nifti=series_nifti,
+        series_checks=series_checks(case, pixel_checks),
     ).write(out_case)  # fmt: skip
+
+
+def series_checks(case: dict[str, Any], checks: list[PixelCheck]) -> dict[str, Any]:
+    """SeriesInstanceUID -> pixel_label, pixel_check, pixel_check_reason (series.parquet)."""
+    out: dict[str, Any] = {}
+    for role in ("T1", "T2"):
+        uid = case.get(f"{role.lower()}_series_instance_uid")
+        mine = [c for c in checks if c.role == role]
+        if not uid or not mine:
+            continue
+        results = {c.result for c in mine}
+        result = "disagrees" if "disagrees" in results else "agrees" if "agrees" in results else "unclear"
+        labels = [c.pixel_label for c in mine if c.result == "disagrees"] or [c.pixel_label for c in mine if c.pixel_label]
+        out[uid] = {"pixel_label": labels[0] if labels else None, "pixel_check": result,
+                    "pixel_check_reason": "; ".join(c.reason for c in mine)}  # fmt: skip
+    return out
 
 
 def _first_excluded(stages: list[tuple[str, BidsResult | RtssResult | RegisterResult]]) -> tuple[str, str | None, str | None]:
@@ -242,7 +263,7 @@ def _lesion_rows(
             raise CaseExcluded("the lesion label map is not on the T1C grid")
     head_loaded = _load_volume(output_dir, case["head_mask_nifti"], dtype=bool)
     head = head_loaded[0] if head_loaded is not None and head_loaded[0].shape == t1c.shape else None
-    registered: dict[str, np.ndarray | None] = {}
+    registered: dict[str, NDArray[Any] | None] = {}
     for seq in ("t1", "t2"):
         loaded = _load_volume(output_dir, case[f"{seq}_in_t1c_nifti"])
         if loaded is not None and not loaded[1].same_as(grid):
@@ -261,6 +282,10 @@ def _lesion_rows(
     nab_mean = float(t1c[nab].mean()) if nab.any() else None
     if nab_mean is None:
         flags.append("no_normal_appearing_brain")
+    pixel_checks = _pixel_checks(t1c, registered, lesion_union, head_depth >= BRAIN_DEPTH_MM)
+    for check in pixel_checks:
+        if check.result == "disagrees":
+            flags.append(f"{check.role.lower()}_pixels_disagree_with_label")
     plane = location.midsagittal_plane(head_for_brain, lps_from_ijk, source=plane_source)
     extra: dict[str, Any] = {"nab_t1c_mean": nab_mean, "midsagittal_source": plane.source if plane else None}
     if plane is not None:
@@ -272,8 +297,11 @@ def _lesion_rows(
     by_number = sorted(rois, key=lambda r: (r.get("roi_number") is None, r.get("roi_number") or 0))
     # every lesion row says so where its T1/T2 intensities come from a flagged registration
     untrusted = [seq for seq in ("t1", "t2") if case.get(f"{seq}_registration_trusted") is False]
-    intensity_flag = ("; ".join(f"{seq.upper()} registration flagged ({case[f'{seq}_registration_flag']}): "
-                                f"{seq}_* intensities may be misplaced" for seq in untrusted) or None)  # fmt: skip
+    doubts = [f"{seq.upper()} registration flagged ({case[f'{seq}_registration_flag']}): "
+              f"{seq}_* intensities may be misplaced" for seq in untrusted]  # fmt: skip
+    doubts += [f"{c.role} pixels disagree with its label ({c.reason}): {c.role.lower()}_* intensities may be of "
+               "another sequence" for c in pixel_checks if c.result == "disagrees"]  # fmt: skip
+    intensity_flag = "; ".join(doubts) or None
     for roi in by_number:
         label = int(roi["label"]) if roi.get("label") is not None else None
         row: dict[str, Any] = {
@@ -319,4 +347,16 @@ def _lesion_rows(
         )  # fmt: skip
         rows.append(row)
     extra["catalog_flags"] = flags
+    extra["pixel_checks"] = pixel_checks
     return rows, extra
+
+
+def _pixel_checks(
+    t1c: NDArray[Any], registered: dict[str, NDArray[Any] | None], lesions: NDArray[np.bool_], deep: NDArray[np.bool_]
+) -> list[PixelCheck]:
+    """The image check of the T1 and T2 against their labels (metsprep.image_check)."""
+    brain = deep & ~lesions
+    checks = [weighting_check(seq.upper(), t1c, image, brain) for seq, image in registered.items() if image is not None]
+    if registered.get("t1") is not None and lesions.any():
+        checks.append(enhancement_check(t1c, registered["t1"], lesions, deep))  # type: ignore[arg-type]
+    return checks

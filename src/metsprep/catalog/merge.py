@@ -61,9 +61,11 @@ def build_catalog(
     match_series = _read_table(match_series_parquet)
     _check_declared(match_series, SERIES_COLUMNS, "work/match/series.parquet")
     nifti_by_uid = {uid: path for s in summaries for uid, path in s.series_nifti.items()}
+    checks_by_uid = {uid: check for s in summaries for uid, check in s.series_checks.items()}
     series_rows = match_series.to_pylist()
     for row in series_rows:
         row["nifti"] = nifti_by_uid.get(row["series_instance_uid"])
+        row.update(series_check_columns(row, checks_by_uid.get(row["series_instance_uid"])))
     series_table = write_table(series_rows, SERIES_COLUMNS, "series", Path(out_series), meta)
 
     match_cases = _read_table(match_cases_parquet)
@@ -86,6 +88,17 @@ def build_catalog(
         "lesions": lesions_table.schema,
     }
     write_text(out_dictionary, data_dictionary(schemas))
+
+
+def series_check_columns(row: dict[str, Any], check: dict[str, Any] | None) -> dict[str, Any]:
+    """The image check's columns of one series row; where the header evidence was weak
+    (confidence low) and the pixels agree, they are named in `sequence_source`."""
+    if check is None:
+        return {"pixel_label": None, "pixel_check": "not_checked", "pixel_check_reason": None}
+    out = dict(check)
+    if row.get("sequence_confidence") == "low" and check["pixel_check"] == "agrees":
+        out["sequence_source"] = f"{row['sequence_source']}+pixels"
+    return out
 
 
 def case_row_from(match_row: dict[str, Any], summary: CaseSummary) -> dict[str, Any]:
