@@ -55,6 +55,58 @@ def test_whole_table_is_classified_as_expected(rules):
     assert mismatches == [], "\n".join(map(str, mismatches))
 
 
+WORLD = Path(__file__).parent / "data" / "series_descriptions_world.csv"
+
+
+def _world_series(row: dict[str, str]) -> dict[str, object]:
+    def number(key: str) -> float | None:
+        return float(row[key]) if row[key] else None
+
+    return {
+        "series_description": row["description"], "repetition_time_ms": number("tr_ms"),
+        "echo_time_ms": number("te_ms"), "inversion_time_ms": number("ti_ms"),
+        "scanning_sequence": row["scanning_sequence"] or None, "contrast_bolus_agent": row["contrast_agent"] or None,
+    }  # fmt: skip
+
+
+def _world_outcomes(split: str) -> tuple[list[tuple[str, str, object]], list[tuple[str, str, object]], int, int]:
+    """(clear misses, ambiguous ones neither right nor flagged, n clear, n ambiguous) of one split."""
+    rules = load_rules()
+    with WORLD.open(newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == split]
+    clear_misses, silent, n_clear, n_ambiguous = [], [], 0, 0
+    for row in rows:
+        got = classify_series(_world_series(row), rules)
+        if row["ambiguous"] == "1":
+            n_ambiguous += 1
+            if got.label != row["expected"] and got.confidence != "low" and "ambiguous" not in got.flags:
+                silent.append((row["description"], row["expected"], got))
+        else:
+            n_clear += 1
+            if got.label != row["expected"]:
+                clear_misses.append((row["description"], row["expected"], got))
+    return clear_misses, silent, n_clear, n_ambiguous
+
+
+def test_world_table_is_large_and_multilingual():
+    with WORLD.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) + len(_table_rows()) >= 600
+    assert {"de", "fr", "es", "pt", "it", "nl", "sv", "no", "da", "fi", "en"} <= {r["language"] for r in rows}
+    assert {r["split"] for r in rows} == {"build", "held_out"}
+
+
+def test_world_build_part_is_all_right():
+    clear_misses, silent, _, _ = _world_outcomes("build")
+    assert clear_misses == [] and silent == [], "\n".join(map(str, clear_misses + silent))
+
+
+def test_world_held_out_part_is_at_least_99_percent_and_never_silently_wrong_when_ambiguous():
+    clear_misses, silent, n_clear, _ = _world_outcomes("held_out")
+    assert len(clear_misses) <= 0.01 * n_clear, "\n".join(map(str, clear_misses))
+    assert silent == [], "\n".join(map(str, silent))
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [
@@ -211,3 +263,13 @@ def test_unmarked_t1_after_the_injection_without_a_twin_is_flagged(rules):
     assert ordered["s1"].label == "T1"
     assert "acquired_after_contrast_injection" in ordered["s1"].flags
     assert ordered["s1"].confidence == "low"
+
+
+def test_lexicon_rejects_words_yaml_reads_as_booleans(tmp_path):
+    from metsprep.series_description import load_lexicon
+
+    path = tmp_path / "lexicon.yaml"
+    path.write_text("version: 1\nnegation: [WITHOUT, NO]\n")
+    with pytest.raises(ValueError, match="quote them"):
+        load_lexicon(path)
+    assert read_description("T1 AX NO CONTRAST", load_lexicon()).contrast == "pre"

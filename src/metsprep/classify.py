@@ -59,6 +59,7 @@ class SequenceRules:
     description_rules: tuple[DescriptionRule, ...]
     acquisition_rules: tuple[AcquisitionRule, ...]
     derived_image_type_tokens: frozenset[str]
+    unmarked_often_post: frozenset[str]  # canonical tokens of T1 series often post-contrast when unmarked
     lexicon: Lexicon
     sequence_overrides: Mapping[str, str] = field(default_factory=dict)
 
@@ -85,6 +86,7 @@ def load_rules(
             AcquisitionRule(r["id"], r["label"], dict(r["when"])) for r in data["acquisition_rules"]
         ),
         derived_image_type_tokens=frozenset(t.upper() for t in data["derived_image_type_tokens"]),
+        unmarked_often_post=frozenset(t.upper() for t in data.get("unmarked_often_post") or []),
         lexicon=load_lexicon(lexicon_path or None),
         sequence_overrides={str(k): str(v) for k, v in merged.items()},
     )
@@ -159,7 +161,7 @@ def _is_derived(series: Mapping[str, Any], rules: SequenceRules) -> bool:
 
 def _resolve_t1(
     series: Mapping[str, Any], contrast: str, weighting_source: str, rule_id: str, rtss_referenced: bool,
-    flags: list[str], confidence: str, why: str,
+    flags: list[str], confidence: str, why: str, unmarked_often_post: bool = False,
 ) -> SequenceClass:
     """Final label of a T1-weighted series from its contrast evidence."""
     agent = _is_filled(series.get("contrast_bolus_agent"))
@@ -184,6 +186,12 @@ def _resolve_t1(
         return SequenceClass("T1C", "rtss_reference", tuple(flags), rule_id, confidence,
                              why + "; the RT Structure Set was drawn on it")
     flags.append("no_contrast_marker")
+    if unmarked_often_post:
+        # 3D T1 (MPRAGE, BRAVO, SPGR, TFE, VIBE) and cut-short descriptions are as often
+        # post- as pre-contrast when unmarked: say so, and let the image check decide
+        flags.append("contrast_unknown")
+        return SequenceClass("T1", weighting_source, tuple(flags), rule_id, "low",
+                             why + "; no contrast marker on a series that is often post-contrast unmarked")
     return SequenceClass("T1", weighting_source, tuple(flags), rule_id, confidence, why + "; no contrast marker")
 
 
@@ -252,7 +260,9 @@ def classify_series(
             flags.append("description_conflicts_with_acquisition")
             why += f"; header says {label} ({acq_rule})"
         confidence = {"agree": "high", "disagree": "low"}.get(agreement, "medium")
-        return _resolve_t1(series, contrast, "description", rule_id, rtss_referenced, flags, confidence, why)
+        often_post = bool(set(reading.tokens) & rules.unmarked_often_post) or bool(reading.dangling)
+        return _resolve_t1(series, contrast, "description", rule_id, rtss_referenced, flags, confidence, why,
+                           often_post)
 
     # the description does not name the weighting: acquisition parameters decide it
     why = f"{why}; header: {acq_rule}" if why else f"header: {acq_rule}"
@@ -281,6 +291,8 @@ def _why(reading: DescriptionReading, rule_id: str) -> str:
         parts.append(f"rule {rule_id}")
     if reading.contrast_words:
         parts.append(f"contrast {reading.contrast} from " + ", ".join(f"'{w}'" for w in reading.contrast_words))
+    if reading.dangling:
+        parts.append("ends in " + ", ".join(f"'{w}'" for w in reading.dangling) + " with nothing after it")
     return "; ".join(parts)
 
 

@@ -32,9 +32,9 @@ class Lexicon:
 
     dropped: frozenset[str]
     dropped_patterns: tuple[re.Pattern[str], ...]
+    phrases: tuple[tuple[tuple[str, ...], str], ...]  # (token run, canonical), longest first
     synonyms: Mapping[str, str]  # spelling -> canonical
-    # (spelling, token that must be present, token that must be absent, canonical)
-    synonyms_with: tuple[tuple[str, str, str, str], ...]
+    synonyms_after: tuple[tuple[str, str, str], ...]  # (spelling, token right before it, canonical)
     contrast_agent: frozenset[str]
     post: frozenset[str]
     post_alone: frozenset[str]
@@ -67,16 +67,23 @@ def _lexicon_from_text(text: str) -> Lexicon:
     data: dict[str, Any] = yaml.safe_load(text)
 
     def words(key: str) -> frozenset[str]:
-        return frozenset(str(w).upper() for w in data.get(key) or [])
+        values = data.get(key) or []
+        not_text = [w for w in values if not isinstance(w, str)]
+        if not_text:  # YAML reads an unquoted NO as False: the word would silently be lost
+            raise ValueError(f"sequence lexicon {key}: {not_text} are not text; quote them")
+        return frozenset(w.upper() for w in values)
 
     synonyms = {str(s).upper(): str(canonical).upper() for canonical, spellings in (data.get("synonyms") or {}).items()
                 for s in spellings}  # fmt: skip
     return Lexicon(
         dropped=words("dropped"),
         dropped_patterns=tuple(re.compile(p) for p in data.get("dropped_patterns") or []),
+        phrases=tuple(sorted(((tuple(str(p).upper().split()), str(canonical).upper())
+                              for canonical, runs in (data.get("phrases") or {}).items() for p in runs),
+                             key=lambda item: -len(item[0]))),
         synonyms=synonyms,
-        synonyms_with=tuple((str(r["token"]).upper(), str(r["with"]).upper(), str(r.get("without", "")).upper(),
-                             str(r["canonical"]).upper()) for r in data.get("synonyms_with") or []),
+        synonyms_after=tuple((str(r["token"]).upper(), str(r["after"]).upper(), str(r["canonical"]).upper())
+                             for r in data.get("synonyms_after") or []),
         contrast_agent=words("contrast_agent"),
         post=words("post"), post_alone=words("post_alone"),
         pre=words("pre"), pre_alone=words("pre_alone"),
@@ -94,6 +101,8 @@ class DescriptionReading:
     tokens: tuple[str, ...]  # canonical tokens, dropped ones removed, contrast words replaced by a marker
     contrast: str  # pre | post | both | none
     contrast_words: tuple[str, ...]  # the phrases that decided `contrast`, e.g. ("ohne KM",) as normalised
+    # a with/post word that scopes over nothing ("AX T1 SE W/"): the description was cut short
+    dangling: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -122,7 +131,7 @@ def tokens_of(text: str | None, lexicon: Lexicon) -> list[tuple[str, bool]]:
     ``glued`` marks a piece split off a compound token (a "C" glued to "T1" is contrast).
     """
     out: list[tuple[str, bool]] = []
-    for raw in normalise(text).split():
+    for raw in _join_phrases(normalise(text).split(), lexicon):
         if lexicon.is_dropped(raw):
             continue
         if raw in lexicon.synonyms:
@@ -133,10 +142,25 @@ def tokens_of(text: str | None, lexicon: Lexicon) -> list[tuple[str, bool]]:
             out.append((raw, False))
             continue
         out += [(lexicon.synonyms.get(p, p), True) for p in pieces if p not in ("W", "WI")]
-    present = {t for t, _ in out}
-    for spelling, needed, excluded, canonical in lexicon.synonyms_with:
-        if spelling in present and needed in present and excluded not in present:
-            out = [(canonical if t == spelling else t, glued) for t, glued in out]
+    for spelling, before, canonical in lexicon.synonyms_after:
+        out = [(canonical if t == spelling and k > 0 and out[k - 1][0] == before else t, glued)
+               for k, (t, glued) in enumerate(out)]  # fmt: skip
+    return out
+
+
+def _join_phrases(tokens: list[str], lexicon: Lexicon) -> list[str]:
+    """Runs of tokens listed under `phrases` replaced by their canonical token."""
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        for run, canonical in lexicon.phrases:
+            if tuple(tokens[i:i + len(run)]) == run:
+                out.append(canonical)
+                i += len(run)
+                break
+        else:
+            out.append(tokens[i])
+            i += 1
     return out
 
 
@@ -175,6 +199,7 @@ def read_description(text: str | None, lexicon: Lexicon) -> DescriptionReading:
         return glued or "+" in (before, after) or before in context or i == n - 1
 
     spans: dict[int, tuple[int, str]] = {}  # first token -> (last token, marker)
+    dangling: list[str] = []
 
     def take(first: int, last: int, marker: str) -> None:
         for k in range(first, last + 1):
@@ -210,6 +235,8 @@ def read_description(text: str | None, lexicon: Lexicon) -> DescriptionReading:
                 take(i, target, POST_MARKER)
             elif word in lexicon.post_alone:
                 take(i, i, POST_MARKER)
+            elif i == n - 1:
+                dangling.append(word)
         elif word == "+":
             if i + 1 < n and is_contrast_word(i + 1):
                 take(i, i + 1, POST_MARKER)
@@ -224,11 +251,11 @@ def read_description(text: str | None, lexicon: Lexicon) -> DescriptionReading:
             kept.append(spans[i][1])
         elif not consumed[i] and word != "+":
             kept.append(word)
-    phrases = tuple(" ".join(words[first:last + 1]) for first, (last, _) in sorted(spans.items()))
+    decided = tuple(" ".join(words[first:last + 1]) for first, (last, _) in sorted(spans.items()))
     markers = {marker for _, marker in spans.values()}
     contrast = ("both" if markers == {PRE_MARKER, POST_MARKER} else "pre" if PRE_MARKER in markers
                 else "post" if POST_MARKER in markers else "none")  # fmt: skip
-    return DescriptionReading(tuple(_dedupe_markers(kept)), contrast, phrases)
+    return DescriptionReading(tuple(_dedupe_markers(kept)), contrast, decided, tuple(dangling))
 
 
 def _dedupe_markers(tokens: list[str]) -> list[str]:
