@@ -211,6 +211,26 @@ def test_second_t1c_prefers_the_rtss_referenced_series(cohort, tmp_path, order):
     assert len(t1c_rows) == 2
 
 
+def test_unmarked_copy_of_the_t1c_after_the_injection_is_not_taken_as_t1(tmp_path):
+    """"AX T1" before the injection and "AX T1" after it: the later one is post-contrast
+    (acquisition order), so a copy of the T1C is never the case's T1."""
+    dicom = tmp_path / "dicom"
+    study = faults.write_mini_study(dicom, "P009", t1c_description="AX T1")
+    faults.add_copy_of_series(dicom, study.series["T1"].uid, "t1_unmarked", series_number=1, description="AX T1",
+                              new_uid="1.2.0.9")  # fmt: skip
+    copy = faults.add_copy_of_series(dicom, study.series["T1C"].uid, "t1c_copy", series_number=9,
+                                     description="AX T1", new_uid="9.9.9.9")  # fmt: skip
+    series, cases, _ = run(dicom, tmp_path / "w")
+    row = series.set_index("series_instance_uid").loc[copy]
+    assert (row.sequence, row.sequence_source) == ("T1C", "acquisition_order")
+    assert "post_contrast_by_acquisition_order" in list(row.sequence_flags)
+    case_id = cases.index[0]
+    t1 = series[(series.case_id == case_id) & (series.role == "T1")].series_instance_uid
+    assert list(t1) == [study.series["T1"].uid]
+    t1c = series[(series.case_id == case_id) & (series.role == "T1C")].series_instance_uid
+    assert list(t1c) == [study.series["T1C"].uid]
+
+
 def test_several_rtss_newest_wins(cohort, tmp_path):
     dicom, studies = cohort
     later = studies["later"]
