@@ -400,8 +400,25 @@ section{border-top:2px solid #ddd;margin-top:1.5em}
 """
 
 
+def _deid_section(deid_parquet: Path | None) -> str:
+    """What the de-identification audit found, by attribute and finding (files counted)."""
+    import pandas as pd
+
+    head = "<h3>De-identification audit (catalog/deid_audit.parquet)</h3>"
+    if deid_parquet is None or not Path(deid_parquet).exists():
+        return head + "<p>Not run.</p>"
+    audit = pd.read_parquet(deid_parquet)
+    if not len(audit):
+        return head + "<p>No finding: every input file matches the de-identification profile.</p>"
+    counts = (audit.groupby(["keyword", "finding"], dropna=False)["path"].nunique().reset_index(name="files")
+              .sort_values("files", ascending=False))  # fmt: skip
+    return head + f"<p>{audit['path'].nunique()} files with findings.</p>" + _table(
+        counts.to_dict("records"), [("keyword", "attribute", None), ("finding", "finding", None), ("files", "files", None)])
+
+
 def build_report(
-    series_parquet: Path, cases_parquet: Path, lesions_parquet: Path, output_dir: Path, out_html: Path, out_summary_png: Path
+    series_parquet: Path, cases_parquet: Path, lesions_parquet: Path, output_dir: Path, out_html: Path, out_summary_png: Path,
+    deid_parquet: Path | None = None,
 ) -> None:
     """The cohort QC page qc/index.html and its summary figure."""
     import pandas as pd
@@ -458,6 +475,7 @@ def build_report(
         ("sequence", "label", None), ("sequence_confidence", "confidence", None), ("pixel_check", "pixels", None),
         ("pixel_check_reason", "pixel evidence", None), ("sequence_why", "why", None),
     ]))  # fmt: skip
+    parts.append(_deid_section(deid_parquet))
     parts.append("<h3>Location (ROI name vs geometry)</h3>")
     loc = lesions[lesions["location_flag"].notna()].to_dict("records") if len(lesions) else []
     parts.append(_table(loc, [

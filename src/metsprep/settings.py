@@ -120,7 +120,34 @@ class RegistrationSettings(StageSettings):
             raise ValueError("samples_per_level needs one entry per level of levels_mm")
 
 
+#: Attributes a de-identified collection must not carry filled (DICOM PS3.15 Basic Profile
+#: items that are not needed by the pipeline).
+DEID_MUST_BE_EMPTY = (
+    "OtherPatientIDs", "OtherPatientNames", "OtherPatientIDsSequence", "PatientBirthName", "PatientMotherBirthName",
+    "PatientAddress", "PatientTelephoneNumbers", "MilitaryRank", "MedicalRecordLocator", "Occupation",
+    "AdditionalPatientHistory", "PatientComments", "InstitutionName", "InstitutionAddress",
+    "InstitutionalDepartmentName", "StationName", "DeviceSerialNumber", "OperatorsName", "ReferringPhysicianName",
+    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers", "NameOfPhysiciansReadingStudy",
+    "PhysiciansOfRecord", "PerformingPhysicianName", "RequestingPhysician", "ScheduledPerformingPhysicianName",
+    "AccessionNumber", "AdmittingDiagnosesDescription", "AdmissionID", "IssuerOfAdmissionID",
+    "PerformedProcedureStepID", "PerformedProcedureStepDescription", "RequestAttributesSequence",
+    "ReviewerName", "ContentCreatorName", "PersonName",
+)
+
+
+@dataclass(frozen=True)
+class DeidSettings(StageSettings):
+    """The collection's de-identification profile that the audit checks (metsprep.deid)."""
+
+    section = "deid"
+    # Patient's Name allowed: empty, the Patient ID, or "<Patient ID>_Name" by default
+    patient_name_pattern: str = "({patient_id}(_Name)?)?"
+    generalised_year: str = "1901"  # every date (Birth Date included) lies in this year, or is empty
+    must_be_empty: tuple[str, ...] = DEID_MUST_BE_EMPTY
+
+
 #: The library's settings class of each config section (the others are the workflow's).
 STAGE_SETTINGS: dict[str, type[StageSettings]] = {
-    cls.section: cls for cls in (MatchSettings, BidsSettings, RtssSettings, LocationSettings, RegistrationSettings)
+    cls.section: cls for cls in (MatchSettings, BidsSettings, RtssSettings, LocationSettings, RegistrationSettings,
+                                  DeidSettings)
 }

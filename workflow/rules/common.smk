@@ -82,6 +82,7 @@ def per_case(name):
 def get_final_outputs():
     return [
         out("catalog/inventory.parquet"),
+        out("catalog/deid_audit.parquet"),
         out("catalog/series.parquet"),
         out("catalog/cases.parquet"),
         out("catalog/lesions.parquet"),

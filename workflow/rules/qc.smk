@@ -37,6 +37,7 @@ rule qc_report:
         series=out("catalog/series.parquet"),
         cases=out("catalog/cases.parquet"),
         lesions=out("catalog/lesions.parquet"),
+        deid=out("catalog/deid_audit.parquet"),
         figures=for_each_case("qc/figures/{case_id}_lesions.png"),
     output:
         html=out("qc/index.html"),

@@ -11,6 +11,7 @@ build_report(
     series_parquet=Path(snakemake.input.series),
     cases_parquet=Path(snakemake.input.cases),
     lesions_parquet=Path(snakemake.input.lesions),
+    deid_parquet=Path(snakemake.input.deid),
     output_dir=Path(snakemake.params.output_dir),
     out_html=Path(snakemake.output.html),
     out_summary_png=Path(snakemake.output.summary),

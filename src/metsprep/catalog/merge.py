@@ -28,6 +28,7 @@ from metsprep.catalog.schemas import (
     write_table,
 )
 from metsprep.contracts import CaseSummary
+from metsprep.deid import AUDIT_SCHEMA
 
 
 def _read_table(path: Path) -> pa.Table:
@@ -86,6 +87,7 @@ def build_catalog(
         "series": series_table.schema,
         "cases": cases_table.schema,
         "lesions": lesions_table.schema,
+        "deid_audit": AUDIT_SCHEMA,
     }
     write_text(out_dictionary, data_dictionary(schemas))
 

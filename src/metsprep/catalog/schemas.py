@@ -219,6 +219,8 @@ TABLE_DESCRIPTIONS = {
     "series": "One row per DICOM series (from the match stage, with the exported NIfTI).",
     "cases": "One row per case: one imaging study with its RT Structure Set, ok or excluded.",
     "lesions": "One row per lesion ROI of the cases that are ok.",
+    "deid_audit": ("One row per input file and de-identification finding (config `deid`): what the file still "
+                   "carries that the profile forbids. Never the value itself. No rows: every file is clean."),
 }
 
 
