@@ -118,9 +118,14 @@ def read_rtss(path: str | Path) -> list[Roi]:
         ds = pydicom.dcmread(str(path), force=True)
     except Exception as exc:  # pydicom raises many kinds on a damaged file
         raise CaseExcluded(f"the RT Structure Set could not be read ({exc})") from exc
-    if str(getattr(ds, "Modality", "")) != "RTSTRUCT" and "StructureSetROISequence" not in ds:
-        raise CaseExcluded("the RT Structure Set file is not an RTSTRUCT")
-    return parse_rois(ds)
+    try:
+        if str(getattr(ds, "Modality", "")) != "RTSTRUCT" and "StructureSetROISequence" not in ds:
+            raise CaseExcluded("the RT Structure Set file is not an RTSTRUCT")
+        return parse_rois(ds)
+    except CaseExcluded:
+        raise
+    except Exception as exc:  # pydicom parses lazily: a broken element stream surfaces here
+        raise CaseExcluded(f"the RT Structure Set is damaged and cannot be parsed ({type(exc).__name__}: {exc})") from exc
 
 
 # Tags of the ROI Contour Sequence, walked over raw elements (see `parse_rois`).

@@ -305,7 +305,8 @@ def read_file_row(input_dir: Path | str, rel: str) -> dict[str, Any]:
             header_end = _pixel_data_start(fp, header, size)
         except InvalidDicomError:
             return _empty_row(rel, size, _not_dicom_reason(size))
-        except (EOFError, OSError, ValueError, KeyError, TypeError, struct.error) as err:
+        except (EOFError, OSError, ValueError, KeyError, TypeError, struct.error, NotImplementedError) as err:
+            # NotImplementedError: pydicom's word for a VR it does not know (a corrupt byte)
             return _empty_row(rel, size, f"DICOM header cannot be read (truncated or corrupt): {err}")
 
         values = header.values
