@@ -422,7 +422,7 @@ def test_rtss_without_images_and_conflicting_duplicate_on_synthetic_cohort(synth
 @pytest.mark.parametrize("value, valid", [("19010908", True), ("19011345", False), ("abc", False),
                                           ("1901-09-08", False), ("19010230", False)])
 def test_dicom_dates_are_checked(value, valid):
-    from metsprep.match import valid_dicom_date
+    from metsprep.dicom_dates import valid_dicom_date
 
     assert valid_dicom_date(value) is valid
 

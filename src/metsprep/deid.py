@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from metsprep.atomic import write_parquet
+from metsprep.dicom_dates import valid_dicom_date
 from metsprep.settings import DeidSettings
 
 AUDIT_DESCRIPTIONS = {
@@ -78,6 +79,8 @@ def audit_dataset(ds: Any, rel: str, settings: DeidSettings) -> list[dict[str, A
                     f"{len(str(element.value))} characters; pattern {settings.patient_name_pattern}")  # fmt: skip
             elif element.VR in ("DA", "DT") and filled and not _generalised(element.value, settings.generalised_year):
                 add(element, keyword, f"date not generalised to {settings.generalised_year}", "a date of another year")
+            elif element.VR == "DA" and filled and not all(valid_dicom_date(str(v)) for v in _values(element.value)):
+                add(element, keyword, "malformed date", "not a real YYYYMMDD calendar date")
             if element.VR in _TEXT_VRS and filled:
                 before = len(caught)
                 text = str(element.value)  # decoding happens here; a bad byte warns
@@ -111,9 +114,12 @@ def _length(value: Any) -> int:
         return 1
 
 
+def _values(value: Any) -> list[str]:
+    return [str(value)] if isinstance(value, str) or not hasattr(value, "__iter__") else [str(v) for v in value]
+
+
 def _generalised(value: Any, year: str) -> bool:
-    values = [value] if isinstance(value, str) else [str(v) for v in value]
-    return all(str(v).strip()[:4] == year for v in values if str(v).strip())
+    return all(v.strip()[:4] == year for v in _values(value) if v.strip())
 
 
 def audit_file(input_dir: Path, rel: str, settings: DeidSettings) -> list[dict[str, Any]]:

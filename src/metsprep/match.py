@@ -25,6 +25,7 @@ import pandas as pd
 from metsprep.atomic import write_with
 from metsprep.classify import SequenceRules, apply_acquisition_order, choose_series, classify_series, load_rules
 from metsprep.contracts import SCHEMA_VERSION, CasePlan
+from metsprep.dicom_dates import valid_dicom_date
 from metsprep.geometry import DUPLICATE_POSITION_TOLERANCE_MM, GeometryError, slice_gaps
 from metsprep.settings import MatchSettings
 
@@ -70,17 +71,6 @@ def subject_labels(patient_ids: list[str]) -> tuple[dict[str, str], set[str]]:
             labels[pid] = label + _short_hash(pid)
             disambiguated.add(pid)
     return labels, disambiguated
-
-
-def valid_dicom_date(text: str) -> bool:
-    """A DICOM DA value YYYYMMDD that is a real calendar date (19011345 and 'abc' are not)."""
-    import datetime
-
-    try:
-        datetime.datetime.strptime(text.strip(), "%Y%m%d")
-    except ValueError:
-        return False
-    return len(text.strip()) == 8
 
 
 def session_label(index: int, n_sessions: int) -> str:

@@ -699,7 +699,9 @@ def _text(elem: Any) -> str | None:
 
 def _contour_data(elem: Any) -> Any:
     """Contour Data as a float array, parsed from the raw decimal strings when possible
-    (pydicom's per-value DS objects dominate the cost of reading a structure set)."""
+    (pydicom's per-value DS objects dominate the cost of reading a structure set). A contour
+    with a value that is not a number gives an empty array: it costs that contour only (the
+    rtss stage names it on its lesion), never the structure set."""
     import numpy as np
 
     if elem is None:
@@ -710,13 +712,21 @@ def _contour_data(elem: Any) -> Any:
             return np.zeros(0)
         try:  # numpy parses the byte strings in C
             return np.array(text.split(b"\\"), dtype=float)
-        except ValueError:  # empty values between separators
-            return np.array([float(v) for v in text.split(b"\\") if v.strip()])
-    return np.asarray([float(v) for v in elem.value or []])
+        except ValueError:  # empty values between separators, or text
+            try:
+                return np.array([float(v) for v in text.split(b"\\") if v.strip()])
+            except ValueError:
+                return np.zeros(0)
+    try:
+        return np.asarray([float(v) for v in elem.value or []])
+    except (TypeError, ValueError):
+        return np.zeros(0)
 
 
 def _fill_rtss_columns(row: dict[str, Any], elements: dict[int, Any]) -> None:
     """References and compact contour geometry of an RT Structure Set."""
+    import numpy as np
+
     row["structure_set_label"] = _text(elements.get(_STRUCTURE_SET_LABEL))
     row["structure_set_date"] = _text(elements.get(_STRUCTURE_SET_DATE))
     row["structure_set_time"] = _text(elements.get(_STRUCTURE_SET_TIME))
@@ -745,7 +755,8 @@ def _fill_rtss_columns(row: dict[str, Any], elements: dict[int, Any]) -> None:
             data = _contour_data(contour.get(_CONTOUR_DATA))
             if len(data) >= 3:
                 mean = data[: len(data) // 3 * 3].reshape(-1, 3).mean(axis=0)
-                points.append([round(float(v), 3) for v in mean])
+                if np.all(np.isfinite(mean)):  # a NaN contour is no evidence of where the set lies
+                    points.append([round(float(v), 3) for v in mean])
     row["rtss_contour_count"] = len(points)
     row["rtss_referenced_frame_of_reference_uids"] = sorted(set(for_uids))
     row["rtss_referenced_study_uids"] = sorted(set(study_uids))
