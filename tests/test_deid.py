@@ -1,21 +1,9 @@
-"""De-identification audit and the no-identifying-byte guarantee.
-
-Identifying values are planted in input files; the audit must find each (file, tag, what) and
-no output byte of a pipeline run (Parquet, JSON, TSV, NIfTI incl. gzip, HTML, PNG, logs) may
-carry any of them.
-"""
+"""De-identification audit: planted identifying values are found by file, tag and what, and
+the findings never repeat the values."""
 
 from __future__ import annotations
 
-import gzip
-import subprocess
-import sys
-from pathlib import Path
-
-import pandas as pd
 import pydicom
-import pytest
-import yaml
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -104,48 +92,4 @@ def test_pattern_is_the_collection_profile():
     assert audit_dataset(ds, "a.dcm", DeidSettings(patient_name_pattern="ANON{patient_id}")) == []
 
 
-# ---------------------------------------------------------------- pipeline
-
-
-def _output_bytes(root: Path):
-    for path in root.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            yield path, data
-            if path.suffix == ".gz":
-                yield path, gzip.decompress(data)
-
-
-@pytest.mark.slow
-def test_no_identifying_byte_reaches_any_output_and_the_audit_lists_the_files(tmp_path):
-    from metsprep.synth import generate_cohort
-
-    truth = generate_cohort(tmp_path / "cohort", 2, seed=31)
-    dicom = tmp_path / "cohort" / "dicom"
-    case = truth["cases"][0]
-    planted = [f for role in ("T1C", "T1", "T2") for f in case["series"][role]["files"] if f]
-    planted.append(case["rtss"]["file"])
-    for rel in planted:
-        ds = pydicom.dcmread(dicom / rel)
-        plant(ds).save_as(dicom / rel)
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"input_dir": str(dicom), "output_dir": str(tmp_path / "out"),
-                                      "scan": {"shards": 2}}))  # fmt: skip
-    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(config)],
-                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=1200)  # fmt: skip
-    assert run.returncode == 0, run.stderr[-4000:]
-    out = tmp_path / "out"
-    cases = pd.read_parquet(out / "catalog" / "cases.parquet")
-    assert (cases.status == "ok").all()  # the planted data costs no case
-    audit = pd.read_parquet(out / "catalog" / "deid_audit.parquet")
-    assert set(audit.path) == set(planted)
-    for rel in planted:
-        keywords = set(audit[audit.path == rel].keyword)
-        assert {"PatientName", "PatientBirthDate", "InstitutionName", "ReferringPhysicianName", "AccessionNumber",
-                "PerformingPhysicianName", "private", "StudyDate"} <= keywords, (rel, keywords)  # fmt: skip
-    assert "De-identification audit" in (out / "qc" / "index.html").read_text()
-    needles = [v.encode() for v in [*IDENTIFYING.values(), PRIVATE_VALUE, "Frankenstein", "Wankdorf", "Zhivago"]]
-    needles += [b"Doe^", b"DOE^JOHANNA"]
-    assert all(n in (dicom / planted[0]).read_bytes() for n in needles[:4])  # the scan below can find them
-    leaks = [(str(p.relative_to(out)), n) for p, data in _output_bytes(out) for n in needles if n in data]
-    assert leaks == []
+# The pipeline-level guarantee (no planted value in any output byte) is tests/test_hostile.py.
