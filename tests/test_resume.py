@@ -75,3 +75,28 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
                               np.asarray(nib.load(killed / relative).dataobj)), relative  # fmt: skip
     # a job killed while writing can leave a `.tmp-<pid>-<name>` beside its output (never a
     # file under the final name): the equality above is what matters
+
+
+def test_a_rerun_after_a_change_leaves_no_file_of_the_previous_run(tmp_path: Path) -> None:
+    """The per-case stages write a case-dependent set of files; after a change that drops a
+    series (here: the T2 relabelled OTHER by an override) its NIfTI, sidecar, registered image
+    and transform of the earlier run must be gone, not left beside the new catalog."""
+    import yaml
+
+    from metsprep.synth import generate_cohort
+
+    truth = generate_cohort(tmp_path / "cohort", 1, 33, layout="per_case")
+    input_dir, output_dir = tmp_path / "cohort" / "dicom", tmp_path / "out"
+    config = _config(tmp_path, input_dir, output_dir)
+    first = subprocess.run(_snakemake(config, tmp_path / "w"), capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    t2_files = sorted(str(p.relative_to(output_dir)) for p in (output_dir / "bids").rglob("*T2w*"))
+    assert len(t2_files) >= 4  # raw NIfTI + JSON, registered NIfTI + JSON, transform
+    changed = yaml.safe_load(config.read_text())
+    changed["match"] = {"sequence_overrides": {truth["cases"][0]["series"]["T2"]["series_instance_uid"]: "OTHER"}}
+    config.write_text(yaml.safe_dump(changed))
+    second = subprocess.run(_snakemake(config, tmp_path / "w"), capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert sorted(p.name for p in (output_dir / "bids").rglob("*T2w*")) == []
+    cases = pd.read_parquet(output_dir / "catalog" / "cases.parquet")
+    assert cases["t2_nifti"].isna().all() and (cases["status"] == "ok").all()

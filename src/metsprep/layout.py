@@ -98,6 +98,33 @@ def bids_paths(subject: str, session: str) -> BidsPaths:
     )
 
 
+def stage_files(paths: BidsPaths, stage: str) -> set[str]:
+    """Every file a per-case stage (bids | rtss | register) may write for one case. The set a
+    run writes depends on the case (no T2, excluded), so these are not rule outputs; each
+    stage removes the ones it did not write this time (`remove_stale`), so a rerun after a
+    change never leaves a file of the previous run beside the new catalog."""
+    if stage == "bids":
+        return set(paths.raw.values()) | set(paths.raw_sidecar.values())
+    if stage == "register":
+        return {paths.t1_in_t1c, paths.t2_in_t1c, paths.t1_in_t1c_sidecar, paths.t2_in_t1c_sidecar,
+                paths.t1_to_t1c_transform, paths.t2_to_t1c_transform}  # fmt: skip
+    if stage == "rtss":
+        return {paths.lesion_labels, paths.lesion_labels_tsv, paths.lesion_labels_sidecar, paths.lesion_mask,
+                paths.lesion_mask_sidecar, paths.head_mask, paths.head_mask_sidecar}  # fmt: skip
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def remove_stale(output_dir: Path, paths: BidsPaths, stage: str, written: set[str]) -> list[str]:
+    """Delete the stage's files of this case that this run did not write; returns them."""
+    removed = []
+    for relative in sorted(stage_files(paths, stage) - written):
+        target = safe_join(output_dir, relative)
+        if target.exists():
+            target.unlink()
+            removed.append(relative)
+    return removed
+
+
 def derivative_sidecar_spatial_reference(subject: str, session: str) -> dict[str, Any]:
     """Sidecar keys that define space-T1wCE for a derivative file: the raw
     ce-gadolinium_T1w image of the same case, as a BIDS URI into the raw dataset

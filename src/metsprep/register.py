@@ -12,6 +12,7 @@ docs/registration.md and benchmarks/bench_register.py.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -25,7 +26,13 @@ import numpy as np
 from metsprep.atomic import write_json, write_with
 from metsprep.contracts import SCHEMA_VERSION, BidsResult, RegisterResult, RegistrationRecord
 from metsprep.jsonio import to_jsonable
-from metsprep.layout import MOVING_SUFFIX, bids_paths, derivative_sidecar_spatial_reference, registration_paths
+from metsprep.layout import (
+    MOVING_SUFFIX,
+    bids_paths,
+    derivative_sidecar_spatial_reference,
+    registration_paths,
+    remove_stale,
+)
 from metsprep.masks import head_mask
 from metsprep.settings import RegistrationSettings
 
@@ -454,6 +461,9 @@ def register_case(bids_json: Path, output_dir: Path, result_json: Path, settings
                 if record.flag:
                     flags.append(f"registration_flag_{sequence}")
             registrations[sequence] = record
+    written = {f for r in registrations.values() if r is not None for f in (r.transform, r.image, r.sidecar) if f}
+    with contextlib.suppress(ValueError):  # an invalid label: the bids stage wrote nothing for it
+        remove_stale(output_dir, bids_paths(bids.subject, bids.session), "register", written)
     RegisterResult(
         schema_version=SCHEMA_VERSION, case_id=bids.case_id, status=status, status_reason=reason,
         flags=tuple(flags), registrations=registrations,

@@ -24,6 +24,7 @@ Read top-down:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from metsprep.atomic import write_json, write_nifti, write_text, write_with
 from metsprep.contracts import SCHEMA_VERSION, BidsResult, CasePlan, LabelEntry, RtssOutputs, RtssResult, Status
 from metsprep.errors import CaseExcluded
 from metsprep.frames import Grid, slice_normal_lps, voxel_volume_mm3
-from metsprep.layout import bids_paths, sidecar_path
+from metsprep.layout import bids_paths, remove_stale, sidecar_path
 from metsprep.settings import RtssSettings
 
 log = logging.getLogger("metsprep.rtss")
@@ -1053,6 +1054,13 @@ def rasterize_case(
     except CaseExcluded as exc:
         status, reason, outputs = "excluded", exc.reason, None
         log.warning("%s excluded: %s", plan.case_id, exc.reason)
+    written: set[str] = set()
+    if outputs is not None:
+        written = {f for f in (outputs.lesion_labels_nifti, outputs.lesion_labels_sidecar, outputs.lesion_labels_tsv,
+                               outputs.lesion_mask_nifti, outputs.lesion_mask_sidecar, outputs.head_mask_nifti,
+                               outputs.head_mask_sidecar) if f}  # fmt: skip
+    with contextlib.suppress(ValueError):  # an invalid label: nothing was written for it
+        remove_stale(output_dir, bids_paths(plan.subject, plan.session), "rtss", written)
     _write_table(rois_rows, ROI_COLUMNS, Path(rois_parquet))
     _write_table(contour_rows, CONTOUR_COLUMNS, Path(contours_parquet))
     RtssResult(
