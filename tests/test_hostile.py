@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = ["duplicate_roi_number", "nan_contour", "text_contour", "self_intersecting", "foreign_frame",
-          "empty_roi", "missing_t1c_slice", "identifying_and_malformed"]  # fmt: skip
+          "empty_roi", "missing_t1c_slice", "identifying_and_malformed", "t2_labelled_t1"]  # fmt: skip
 GOOD = 2  # the first cases stay untouched
 NAME, BIRTH, INSTITUTION, PHYSICIAN = "Mustermann^Erika", "19640124", "Klinikum Nirgendwo", "Zhivago^Yuri"
 TEXT_MARKER = "12345.678901"
@@ -119,6 +119,7 @@ def hostile(tmp_path_factory):
     n = GOOD + len(FAULTS)
     # two lesions per case, one large enough for many contours (a lost contour leaves it partial)
     options = {i: {"lesions": [{"diameter_mm": 18.0}, {"diameter_mm": 6.0}]} for i in range(n)}
+    options[GOOD + FAULTS.index("t2_labelled_t1")]["omit_series"] = ["T1"]  # its T2 is then labelled T1
     truth = generate_cohort(root / "cohort", n, seed=41, case_options=options)
     dicom = root / "cohort" / "dicom"
     planted = {}
@@ -135,7 +136,9 @@ def hostile(tmp_path_factory):
         if not path.is_symlink():
             path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     config = root / "config.yaml"
-    config.write_text(yaml.safe_dump({"input_dir": str(dicom), "output_dir": str(root / "out"), "scan": {"shards": 2}}))
+    mislabelled = planted["t2_labelled_t1"]["series"]["T2"]["series_instance_uid"]
+    config.write_text(yaml.safe_dump({"input_dir": str(dicom), "output_dir": str(root / "out"), "scan": {"shards": 2},
+                                      "match": {"sequence_overrides": {mislabelled: "T1"}}}))  # fmt: skip
     run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(config)],
                          cwd=ROOT, capture_output=True, text=True, timeout=1500)  # fmt: skip
     for path in [dicom, *dicom.rglob("*")]:
@@ -148,6 +151,7 @@ def hostile(tmp_path_factory):
         "cases": cases.set_index("study_instance_uid") if cases is not None else None,
         "lesions": pd.read_parquet(out / "lesions.parquet") if run.returncode == 0 else None,
         "audit": pd.read_parquet(out / "deid_audit.parquet") if run.returncode == 0 else None,
+        "series": pd.read_parquet(out / "series.parquet") if run.returncode == 0 else None,
     }  # fmt: skip
 
 
@@ -225,6 +229,22 @@ def test_malformed_date_is_flagged_and_identifying_values_are_audited_not_copied
     assert set(audit.path) == files  # every planted file, and no clean one
     assert {"PatientName", "PatientBirthDate", "InstitutionName", "ReferringPhysicianName", "private",
             "SpecificCharacterSet", "StudyDate"} <= set(found.keyword)  # fmt: skip
+
+
+def test_a_t2_labelled_t1_is_caught_by_the_pixels_on_series_case_lesions_and_qc(hostile):
+    series = hostile["series"].set_index("series_instance_uid")
+    t2_uid = hostile["planted"]["t2_labelled_t1"]["series"]["T2"]["series_instance_uid"]
+    assert (series.loc[t2_uid, "role"], series.loc[t2_uid, "pixel_check"], series.loc[t2_uid, "pixel_label"]) == (
+        "T1", "disagrees", "T2")
+    for case in hostile["truth"]["cases"][:GOOD]:  # the good cases' T1 and T2 agree with their pixels
+        for role in ("T1", "T2"):
+            assert series.loc[case["series"][role]["series_instance_uid"], "pixel_check"] == "agrees"
+    row = _case(hostile, "t2_labelled_t1")
+    assert "t1_pixels_disagree_with_label" in list(row["flags"])
+    lesions = _lesions(hostile, "t2_labelled_t1")
+    assert len(lesions) and lesions.intensity_flag.str.contains("T1 pixels disagree with its label").all()
+    report = (hostile["root"] / "out" / "qc" / "index.html").read_text()
+    assert "Sequence labels the pixels or the header doubt" in report and "looks T2-weighted" in report
 
 
 def test_no_two_lesions_of_a_case_share_a_label(hostile):

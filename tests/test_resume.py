@@ -77,52 +77,43 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     # file under the final name): the equality above is what matters
 
 
-def test_a_rerun_after_a_change_leaves_no_file_of_the_previous_run(tmp_path: Path) -> None:
-    """The per-case stages write a case-dependent set of files; after a change that drops a
-    series (here: the T2 relabelled OTHER by an override) its NIfTI, sidecar, registered image
-    and transform of the earlier run must be gone, not left beside the new catalog."""
+def test_a_rerun_after_adding_cases_and_a_change_reruns_only_what_changed(tmp_path: Path) -> None:
+    """Cases are added (rescan as README says) and one processed case changes (its T2 relabelled
+    OTHER by an override). The new case runs; the changed case runs again and leaves no file of
+    its previous run (its T2 NIfTI, sidecar, registered image, transform); the untouched case is
+    not run again: matching rewrites every plan, but Snakemake compares the content of small
+    changed inputs (checksums in .snakemake/metadata)."""
+    import shutil
+
     import yaml
 
     from metsprep.synth import generate_cohort
 
-    truth = generate_cohort(tmp_path / "cohort", 1, 33, layout="per_case")
-    input_dir, output_dir = tmp_path / "cohort" / "dicom", tmp_path / "out"
-    config = _config(tmp_path, input_dir, output_dir)
-    first = subprocess.run(_snakemake(config, tmp_path / "w"), capture_output=True, text=True, timeout=900)
-    assert first.returncode == 0, first.stderr[-3000:]
-    t2_files = sorted(str(p.relative_to(output_dir)) for p in (output_dir / "bids").rglob("*T2w*"))
-    assert len(t2_files) >= 4  # raw NIfTI + JSON, registered NIfTI + JSON, transform
-    changed = yaml.safe_load(config.read_text())
-    changed["match"] = {"sequence_overrides": {truth["cases"][0]["series"]["T2"]["series_instance_uid"]: "OTHER"}}
-    config.write_text(yaml.safe_dump(changed))
-    second = subprocess.run(_snakemake(config, tmp_path / "w"), capture_output=True, text=True, timeout=900)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert sorted(p.name for p in (output_dir / "bids").rglob("*T2w*")) == []
-    cases = pd.read_parquet(output_dir / "catalog" / "cases.parquet")
-    assert cases["t2_nifti"].isna().all() and (cases["status"] == "ok").all()
-
-
-def test_adding_cases_runs_only_the_new_cases_and_the_merges(tmp_path: Path) -> None:
-    """Matching rewrites every plan; Snakemake compares the content of small changed inputs
-    (checksums in .snakemake/metadata), so a case whose plan is the same is not run again."""
-    import shutil
-
-    from metsprep.synth import generate_cohort
-
-    generate_cohort(tmp_path / "first", 2, 31, layout="per_case")
+    truth = generate_cohort(tmp_path / "first", 2, 31, layout="per_case")
     generate_cohort(tmp_path / "later", 1, 77, layout="per_case")
     input_dir, output_dir = tmp_path / "first" / "dicom", tmp_path / "out"
     config = _config(tmp_path, input_dir, output_dir)
     first = subprocess.run(_snakemake(config, tmp_path / "w"), capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
-    per_case = {p: p.stat().st_mtime_ns for p in (output_dir / "work" / "cases").rglob("*") if p.is_file()}
-    per_case |= {p: p.stat().st_mtime_ns for p in (output_dir / "bids").rglob("sub-*/**/*") if p.is_file()}
-    assert len(per_case) > 20
+    cases = pd.read_parquet(output_dir / "catalog" / "cases.parquet").set_index("study_instance_uid")
+    changed_case, kept_case = (cases.loc[c["study_instance_uid"], "case_id"] for c in truth["cases"])
+    t2_files = sorted((output_dir / "bids").rglob(f"{changed_case}*T2w*"))
+    assert len(t2_files) >= 4  # raw NIfTI + JSON, registered NIfTI + JSON, transform
+    # every file of the untouched case but its plan (matching rewrites all plans, same bytes)
+    kept = {p: p.stat().st_mtime_ns for p in output_dir.rglob(f"*{kept_case}*")
+            if p.is_file() and "match" not in p.parts}  # fmt: skip
+    kept |= {p: p.stat().st_mtime_ns for p in (output_dir / "work" / "cases" / kept_case).rglob("*") if p.is_file()}
+    assert len(kept) > 15
+
     shutil.copytree(tmp_path / "later" / "dicom", input_dir / "added")
-    second = subprocess.run(_snakemake(config, tmp_path / "w", "--forcerun", "scan_shard"),  # as README says
+    settings = yaml.safe_load(config.read_text())
+    settings["match"] = {"sequence_overrides": {truth["cases"][0]["series"]["T2"]["series_instance_uid"]: "OTHER"}}
+    config.write_text(yaml.safe_dump(settings))
+    second = subprocess.run(_snakemake(config, tmp_path / "w", "--forcerun", "scan_shard"),
                             capture_output=True, text=True, timeout=900)  # fmt: skip
     assert second.returncode == 0, second.stderr[-3000:]
-    rerun = sorted(str(p.relative_to(output_dir)) for p, ns in per_case.items() if p.stat().st_mtime_ns != ns)
-    assert rerun == []  # not one file of the two processed cases was written again
-    cases = pd.read_parquet(output_dir / "catalog" / "cases.parquet")
+    assert [p for p in (output_dir / "bids").rglob(f"{changed_case}*T2w*")] == []
+    assert [str(p) for p, ns in kept.items() if p.stat().st_mtime_ns != ns] == []
+    cases = pd.read_parquet(output_dir / "catalog" / "cases.parquet").set_index("case_id")
     assert len(cases) == 3 and (cases["status"] == "ok").all()
+    assert pd.isna(cases.loc[changed_case, "t2_nifti"]) and not pd.isna(cases.loc[kept_case, "t2_nifti"])
