@@ -248,18 +248,10 @@ def classify_series(
             flags.append("contrast_marker_on_non_t1")
         confidence = "medium"
         if family == "T2":
-            agreement = _weighting_agreement(family, label)
-            if agreement == "disagree":
-                flags.append("description_conflicts_with_acquisition")
-                why += f"; header says {label} ({acq_rule})"
-            confidence = {"agree": "high", "disagree": "low"}.get(agreement, "medium")
+            confidence, why = _second_opinion(family, label, acq_rule, flags, why)
         return SequenceClass(family, "description", tuple(flags), rule_id, confidence, why)
     if family == "T1_FAMILY":
-        agreement = _weighting_agreement(family, label)
-        if agreement == "disagree":
-            flags.append("description_conflicts_with_acquisition")
-            why += f"; header says {label} ({acq_rule})"
-        confidence = {"agree": "high", "disagree": "low"}.get(agreement, "medium")
+        confidence, why = _second_opinion(family, label, acq_rule, flags, why)
         often_post = bool(set(reading.tokens) & rules.unmarked_often_post) or bool(reading.dangling)
         return _resolve_t1(series, contrast, "description", rule_id, rtss_referenced, flags, confidence, why,
                            often_post)
@@ -282,6 +274,15 @@ def classify_series(
             return SequenceClass("T1C", "rtss_reference", ("weighting_unknown",), acq_rule, "low", why)
         return SequenceClass("OTHER", "acquisition", ("ambiguous",), acq_rule, "low", why)
     return SequenceClass(label, "acquisition", tuple(flags), acq_rule, "medium", why)
+
+
+def _second_opinion(family: str, label: str | None, acq_rule: str, flags: list[str], why: str) -> tuple[str, str]:
+    """(confidence, why) of a description-decided weighting once the header had its say."""
+    agreement = _weighting_agreement(family, label)
+    if agreement == "disagree":
+        flags.append("description_conflicts_with_acquisition")
+        why += f"; header says {label} ({acq_rule})"
+    return {"agree": "high", "disagree": "low"}.get(agreement, "medium"), why
 
 
 def _why(reading: DescriptionReading, rule_id: str) -> str:
