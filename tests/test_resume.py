@@ -109,7 +109,7 @@ def test_a_rerun_after_adding_cases_and_a_change_reruns_only_what_changed(tmp_pa
     settings = yaml.safe_load(config.read_text())
     settings["match"] = {"sequence_overrides": {truth["cases"][0]["series"]["T2"]["series_instance_uid"]: "OTHER"}}
     config.write_text(yaml.safe_dump(settings))
-    second = subprocess.run(_snakemake(config, tmp_path / "w", "--forcerun", "scan_shard"),
+    second = subprocess.run(_snakemake(config, tmp_path / "w", "--forcerun", "scan_list"),
                             capture_output=True, text=True, timeout=900)  # fmt: skip
     assert second.returncode == 0, second.stderr[-3000:]
     assert [p for p in (output_dir / "bids").rglob(f"{changed_case}*T2w*")] == []

@@ -205,3 +205,16 @@ def test_no_patient_name_in_the_inventory(synth_cohort, tmp_path):
         for name in names:
             for part in name.split("^"):
                 assert part.encode() not in raw, (path.name, part)
+
+
+def test_shards_from_one_file_list_equal_shards_that_walk(mini, tmp_path):
+    from metsprep.scan import write_file_list
+
+    dicom, _ = mini
+    faults.symlink_loop(dicom)  # a skipped entry, listed by shard 0 either way
+    write_file_list(dicom, tmp_path / "files.parquet")
+    for k in range(3):
+        scan_shard(dicom, k, 3, tmp_path / f"walk-{k}.parquet")
+        scan_shard(dicom, k, 3, tmp_path / f"list-{k}.parquet", file_list=tmp_path / "files.parquet")
+        walked, listed = pd.read_parquet(tmp_path / f"walk-{k}.parquet"), pd.read_parquet(tmp_path / f"list-{k}.parquet")
+        pd.testing.assert_frame_equal(walked, listed)

@@ -226,15 +226,40 @@ def shard_of(index: int, n_shards: int) -> int:
     return index % n_shards
 
 
-def scan_shard(input_dir: Path, shard: int, n_shards: int, out_parquet: Path) -> None:
+_FILE_LIST_SCHEMA = pa.schema([("path", pa.string()), ("skipped_reason", pa.string())])
+
+
+def write_file_list(input_dir: Path, out_parquet: Path) -> None:
+    """The one walk of the input folder: every file, and every entry skipped with why.
+
+    The shards read this list instead of walking the tree each (a walk of a large folder on
+    network storage costs as much as scanning a shard)."""
+    files, skipped = walk_input(Path(input_dir))
+    table = pa.Table.from_pylist(
+        [{"path": f, "skipped_reason": None} for f in files] + [{"path": s.path, "skipped_reason": s.reason} for s in skipped],
+        schema=_FILE_LIST_SCHEMA,
+    )
+    write_parquet(Path(out_parquet), table)
+
+
+def _read_file_list(path: Path) -> tuple[list[str], list[SkippedEntry]]:
+    rows = pq.ParquetFile(str(path)).read().to_pylist()
+    files = [r["path"] for r in rows if r["skipped_reason"] is None]
+    skipped = [SkippedEntry(r["path"], r["skipped_reason"]) for r in rows if r["skipped_reason"] is not None]
+    return files, skipped
+
+
+def scan_shard(input_dir: Path, shard: int, n_shards: int, out_parquet: Path, file_list: Path | None = None) -> None:
     """Read the headers of this shard's share of the files and write one row per file.
 
-    Shard 0 also records the entries the walk skipped (symlink loops) as unreadable rows.
+    ``file_list`` (from `write_file_list`): the files to share out; without it the folder is
+    walked here. Shard 0 also records the entries the walk skipped (symlink loops) as
+    unreadable rows.
     """
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard {shard} out of range for {n_shards} shards")
     input_dir = Path(input_dir)
-    files, skipped = walk_input(input_dir)
+    files, skipped = _read_file_list(Path(file_list)) if file_list is not None else walk_input(input_dir)
     rows = [read_file_row(input_dir, rel) for i, rel in enumerate(files) if shard_of(i, n_shards) == shard]
     if shard == 0:
         rows += [_empty_row(s.path, None, s.reason) for s in skipped]

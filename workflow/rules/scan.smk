@@ -1,9 +1,27 @@
-# Inventory of every input file: headers only, sharded over parallel jobs.
+# Inventory of every input file: one walk of the folder, then headers only, sharded over
+# parallel jobs.
+
+
+rule scan_list:
+    input:
+        get_input_dir_marker,
+    output:
+        out("work/scan/files.parquet"),
+    log:
+        out("logs/scan/list.log"),
+    benchmark:
+        out("benchmarks/scan/list.tsv")
+    conda:
+        "../../envs/metsprep.yaml"
+    params:
+        input_dir=str(INPUT_DIR),
+    script:
+        "../scripts/scan_list.py"
 
 
 rule scan_shard:
     input:
-        get_input_dir_marker,
+        out("work/scan/files.parquet"),
     output:
         out("work/scan/shard-{shard}.parquet"),
     log:

@@ -12,4 +12,5 @@ scan_shard(
     shard=int(snakemake.wildcards.shard),
     n_shards=snakemake.params.n_shards,
     out_parquet=Path(snakemake.output[0]),
+    file_list=Path(snakemake.input[0]),
 )
