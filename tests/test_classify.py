@@ -239,7 +239,7 @@ def test_same_named_t1_after_the_injection_is_t1c(rules):
         {"series_description": "AX T1", "series_number": 6},
     )
     classes = {uid: classify_series(h, rules) for uid, h in headers.items()}
-    ordered = apply_acquisition_order(classes, headers, rules)
+    ordered = apply_acquisition_order(classes, headers)
     assert [ordered[u].label for u in headers] == ["T1", "T2", "T1C", "T1C"]
     assert ordered["s3"].source == "acquisition_order"
     assert ordered["s0"] == classes["s0"]  # acquired before the injection: stays T1
@@ -251,7 +251,7 @@ def test_rtss_reference_places_the_injection(rules):
                      {"series_description": "AX T1", "series_number": 7})  # fmt: skip
     classes = {"s0": classify_series(headers["s0"], rules),
                "s1": classify_series(headers["s1"], rules, rtss_referenced=True)}  # fmt: skip
-    ordered = apply_acquisition_order(classes, headers, rules)
+    ordered = apply_acquisition_order(classes, headers)
     assert (ordered["s0"].label, ordered["s1"].label) == ("T1", "T1C")
 
 
@@ -259,7 +259,7 @@ def test_unmarked_t1_after_the_injection_without_a_twin_is_flagged(rules):
     headers = _study({"series_description": "AX T1 +C", "series_number": 5},
                      {"series_description": "SAG T1 SE", "series_number": 8})  # fmt: skip
     classes = {uid: classify_series(h, rules) for uid, h in headers.items()}
-    ordered = apply_acquisition_order(classes, headers, rules)
+    ordered = apply_acquisition_order(classes, headers)
     assert ordered["s1"].label == "T1"
     assert "acquired_after_contrast_injection" in ordered["s1"].flags
     assert ordered["s1"].confidence == "low"

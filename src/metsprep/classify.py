@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class SequenceClass:
     # high: two independent sources agree; medium: one source decided; low: sources disagree
     confidence: str = "medium"
     why: str = ""
+    description_text: str = " "  # the description as the lexicon read it (canonical tokens)
 
 
 @dataclass(frozen=True)
@@ -219,15 +220,20 @@ def classify_series(
     kept with the flag `description_conflicts_with_acquisition` and low confidence (the image
     check of the case then has the last word).
     """
-    uid = series.get("series_instance_uid")
-    if uid is not None and str(uid) in rules.sequence_overrides:
-        return SequenceClass(rules.sequence_overrides[str(uid)], "config_override", (), "sequence_overrides",
-                             "high", "SeriesInstanceUID listed in sequence_overrides")
-
     description = series.get("series_description")
     if not _is_filled(description):
         description = series.get("protocol_name")
     reading = read_description(description if _is_filled(description) else None, rules.lexicon)
+    return replace(_classify(series, reading, rules, rtss_referenced), description_text=reading.text)
+
+
+def _classify(
+    series: Mapping[str, Any], reading: DescriptionReading, rules: SequenceRules, rtss_referenced: bool
+) -> SequenceClass:
+    uid = series.get("series_instance_uid")
+    if uid is not None and str(uid) in rules.sequence_overrides:
+        return SequenceClass(rules.sequence_overrides[str(uid)], "config_override", (), "sequence_overrides",
+                             "high", "SeriesInstanceUID listed in sequence_overrides")
     flags: list[str] = []
 
     if _is_derived(series, rules):
@@ -306,7 +312,7 @@ def _order_key(header: Mapping[str, Any]) -> tuple[float, str]:
 
 
 def apply_acquisition_order(
-    classes: Mapping[str, SequenceClass], headers: Mapping[str, Mapping[str, Any]], rules: SequenceRules,
+    classes: Mapping[str, SequenceClass], headers: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, SequenceClass]:
     """Let the order of a study's series decide what one series' header cannot.
 
@@ -323,22 +329,20 @@ def apply_acquisition_order(
     if not injected:
         return dict(classes)
     injection = min(_order_key(headers[uid]) for uid in injected)
-    texts = {uid: read_description(headers[uid].get("series_description") or headers[uid].get("protocol_name"),
-                                   rules.lexicon).text for uid in classes}  # fmt: skip
     out = dict(classes)
     for uid, cls in classes.items():
         if cls.label != "T1" or "no_contrast_marker" not in cls.flags or _order_key(headers[uid]) <= injection:
             continue
-        before = [other for other in classes if other != uid and texts[other] == texts[uid]
+        before = [other for other, c in classes.items() if other != uid and c.description_text == cls.description_text
                   and _order_key(headers[other]) < injection]  # fmt: skip
         flags = tuple(f for f in cls.flags if f != "no_contrast_marker")
         if before:
-            out[uid] = SequenceClass("T1C", "acquisition_order", flags + ("post_contrast_by_acquisition_order",),
-                                     cls.rule_id, "medium",
-                                     cls.why + "; acquired after the contrast injection, the same description before it")
+            out[uid] = replace(cls, label="T1C", source="acquisition_order",
+                               flags=flags + ("post_contrast_by_acquisition_order",), confidence="medium",
+                               why=cls.why + "; acquired after the contrast injection, the same description before it")
         else:
-            out[uid] = SequenceClass(cls.label, cls.source, cls.flags + ("acquired_after_contrast_injection",),
-                                     cls.rule_id, "low", cls.why + "; acquired after the contrast injection")
+            out[uid] = replace(cls, flags=cls.flags + ("acquired_after_contrast_injection",), confidence="low",
+                               why=cls.why + "; acquired after the contrast injection")
     return out
 
 

@@ -627,7 +627,7 @@ def _decide_case(
     classes = apply_acquisition_order({
         uid: classify_series(series[uid].header, rules, rtss_referenced=uid in referenced)
         for uid in study.series_uids if series[uid].is_image and series[uid].modality in ("MR", None)
-    }, {uid: series[uid].header for uid in study.series_uids}, rules)
+    }, {uid: series[uid].header for uid in study.series_uids})
     candidates: dict[str, list[dict[str, Any]]] = {"T1C": [], "T1": [], "T2": []}
     for uid, cls in classes.items():
         info = series[uid]

@@ -186,6 +186,8 @@ def read_description(text: str | None, lexicon: Lexicon) -> DescriptionReading:
     words = [t for t, _ in tokens]
     n = len(words)
     consumed = [False] * n
+    # words that scope over a contrast word after them; a lone "C" after one is contrast
+    scope_words = lexicon.negation | lexicon.pre | lexicon.post | lexicon.with_words
 
     def is_contrast_word(i: int) -> bool:
         word, glued = tokens[i]
@@ -195,8 +197,7 @@ def read_description(text: str | None, lexicon: Lexicon) -> DescriptionReading:
             return False
         before = words[i - 1] if i > 0 else ""
         after = words[i + 1] if i + 1 < n else ""
-        context = lexicon.with_words | lexicon.negation | lexicon.pre | lexicon.post
-        return glued or "+" in (before, after) or before in context or i == n - 1
+        return glued or "+" in (before, after) or before in scope_words or i == n - 1
 
     spans: dict[int, tuple[int, str]] = {}  # first token -> (last token, marker)
     dangling: list[str] = []
@@ -206,15 +207,13 @@ def read_description(text: str | None, lexicon: Lexicon) -> DescriptionReading:
             consumed[k] = True
         spans[first] = (last, marker)
 
-    scope_ends = lexicon.negation | lexicon.pre | lexicon.post | lexicon.with_words
-
     def contrast_word_after(i: int) -> int | None:
         """The contrast word this negation/pre/post/with word scopes over: within
         `negation_scope` tokens, before the next such word ("POST OHNE KM" is two phrases)."""
         for j in range(i + 1, min(n, i + 1 + lexicon.negation_scope)):
             if is_contrast_word(j):
                 return j
-            if words[j] in scope_ends:
+            if words[j] in scope_words:
                 return None
         return None
 
