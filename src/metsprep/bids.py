@@ -162,20 +162,13 @@ def convert_case(plan_json: Path, output_dir: Path, result_json: Path, settings:
         reason: str | None = None
     except CaseExcluded as exc:
         images, participant, status, reason = {}, Participant(None, None), "excluded", exc.reason
-    _remove_stale(plan, Path(output_dir), {f for image in images.values() for f in (image.nifti, image.sidecar)})
+    written = {f for image in images.values() for f in (image.nifti, image.sidecar)}
+    remove_stale(Path(output_dir), plan.subject, plan.session, "bids", written)
     BidsResult(
         schema_version=SCHEMA_VERSION, case_id=plan.case_id, subject=plan.subject, session=plan.session,
         status=status, status_reason=reason, flags=tuple(flags), notes=tuple(notes), images=images,
         participant=participant,
     ).write(result_json)  # fmt: skip
-
-
-def _remove_stale(plan: CasePlan, output_dir: Path, written: set[str]) -> None:
-    try:
-        paths = bids_paths(plan.subject, plan.session)
-    except ValueError:
-        return  # an invalid label wrote nothing
-    remove_stale(output_dir, paths, "bids", written)
 
 
 def _convert(

@@ -114,8 +114,15 @@ def stage_files(paths: BidsPaths, stage: str) -> set[str]:
     raise ValueError(f"unknown stage {stage!r}")
 
 
-def remove_stale(output_dir: Path, paths: BidsPaths, stage: str, written: set[str]) -> list[str]:
-    """Delete the stage's files of this case that this run did not write; returns them."""
+def remove_stale(output_dir: Path, subject: str | None, session: str | None, stage: str, written: set[str]) -> list[str]:
+    """Delete the stage's files of this case that this run did not write; returns them. A case
+    whose labels are invalid had nothing written for it."""
+    if subject is None or session is None:
+        return []
+    try:
+        paths = bids_paths(subject, session)
+    except ValueError:
+        return []
     removed = []
     for relative in sorted(stage_files(paths, stage) - written):
         target = safe_join(output_dir, relative)

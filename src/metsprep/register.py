@@ -12,7 +12,6 @@ docs/registration.md and benchmarks/bench_register.py.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -462,8 +461,7 @@ def register_case(bids_json: Path, output_dir: Path, result_json: Path, settings
                     flags.append(f"registration_flag_{sequence}")
             registrations[sequence] = record
     written = {f for r in registrations.values() if r is not None for f in (r.transform, r.image, r.sidecar) if f}
-    with contextlib.suppress(ValueError):  # an invalid label: the bids stage wrote nothing for it
-        remove_stale(output_dir, bids_paths(bids.subject, bids.session), "register", written)
+    remove_stale(output_dir, bids.subject, bids.session, "register", written)
     RegisterResult(
         schema_version=SCHEMA_VERSION, case_id=bids.case_id, status=status, status_reason=reason,
         flags=tuple(flags), registrations=registrations,

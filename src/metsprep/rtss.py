@@ -24,7 +24,6 @@ Read top-down:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -1059,8 +1058,7 @@ def rasterize_case(
         written = {f for f in (outputs.lesion_labels_nifti, outputs.lesion_labels_sidecar, outputs.lesion_labels_tsv,
                                outputs.lesion_mask_nifti, outputs.lesion_mask_sidecar, outputs.head_mask_nifti,
                                outputs.head_mask_sidecar) if f}  # fmt: skip
-    with contextlib.suppress(ValueError):  # an invalid label: nothing was written for it
-        remove_stale(output_dir, bids_paths(plan.subject, plan.session), "rtss", written)
+    remove_stale(output_dir, plan.subject, plan.session, "rtss", written)
     _write_table(rois_rows, ROI_COLUMNS, Path(rois_parquet))
     _write_table(contour_rows, CONTOUR_COLUMNS, Path(contours_parquet))
     RtssResult(
