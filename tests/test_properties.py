@@ -148,3 +148,17 @@ def test_rtss_reader_gives_rois_or_a_reason_for_any_mutation(tmp_path, valid_rts
     for roi in rois:
         for contour in roi.contours:
             assert contour.points_lps_mm.ndim == 2 and contour.points_lps_mm.shape[1] == 3
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_deid_audit_gives_findings_for_any_mutation(tmp_path, valid_dicom, data):
+    from metsprep.deid import audit_file
+    from metsprep.settings import DeidSettings
+
+    mutated = bytearray(valid_dicom)
+    for _ in range(data.draw(st.integers(1, 6), label="flips")):
+        mutated[data.draw(st.integers(132, len(mutated) - 1))] = data.draw(st.integers(0, 255))
+    (tmp_path / "f.dcm").write_bytes(bytes(mutated))
+    findings = audit_file(tmp_path, "f.dcm", DeidSettings())
+    assert all(isinstance(f["finding"], str) and f["finding"] for f in findings)

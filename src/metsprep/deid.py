@@ -99,8 +99,10 @@ def audit_dataset(ds: Any, rel: str, settings: DeidSettings) -> list[dict[str, A
 def _is_empty(value: Any) -> bool:
     if value is None:
         return True
-    if isinstance(value, (bytes, str)):
-        return not value.strip() if isinstance(value, str) else not value.strip(b"\x00 ")
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, bytes):
+        return not value.strip(b"\x00 ")
     try:
         return len(value) == 0
     except TypeError:
@@ -130,7 +132,11 @@ def audit_file(input_dir: Path, rel: str, settings: DeidSettings) -> list[dict[s
         ds = pydicom.dcmread(Path(input_dir) / rel, stop_before_pixels=True)
     except Exception:  # unreadable files carry their reason in the inventory
         return []
-    return audit_dataset(ds, rel, settings)
+    try:
+        return audit_dataset(ds, rel, settings)
+    except Exception as exc:  # pydicom parses lazily: a broken element stream surfaces here
+        return [{"path": rel, "sop_instance_uid": None, "tag": None, "keyword": None,
+                 "finding": "header cannot be read completely: not audited", "detail": type(exc).__name__}]  # fmt: skip
 
 
 def audit_shard(input_dir: Path, shard_inventory: Path, settings: DeidSettings, out_parquet: Path) -> None:
