@@ -24,6 +24,7 @@ include: "workflow/rules/rtss.smk"
 include: "workflow/rules/register.smk"
 include: "workflow/rules/catalog.smk"
 include: "workflow/rules/qc.smk"
+include: "workflow/rules/export.smk"
 
 
 # Quick aggregation steps run on the submitting host under a cluster executor.
@@ -33,6 +34,11 @@ localrules:
     bids_dataset,
     catalog,
     qc_report,
+    split_ledger,
+    splits,
+    export_nnunet,
+    export_monai,
+    export_table,
 
 
 rule all:

@@ -751,6 +751,7 @@ SERIES_COLUMNS = [
     "n_instances", "rows", "columns", "pixel_spacing_row_mm", "pixel_spacing_col_mm",
     "slice_thickness_mm", "slice_spacing_mm", "orientation", "frame_of_reference_uid",
     "rtss_referenced", "role", "selection_reason", "match_method", "flags", "usable", "nifti",
+    "manufacturer", "manufacturer_model_name", "magnetic_field_strength_t",
 ]
 CASE_COLUMNS = [
     "case_id", "patient_id", "subject", "session", "study_instance_uid", "study_date", "study_time",
@@ -779,7 +780,16 @@ def _series_row(
         "orientation": _orientation_name(info.normal), "frame_of_reference_uid": info.frame_of_reference_uid,
         "rtss_referenced": referenced, "role": role, "selection_reason": reason, "match_method": match_method,
         "flags": sorted(set(info.flags)), "usable": info.unusable_reason is None, "nifti": None,
+        **{key: _header_value(info, key) for key in _SCANNER_KEYS},
     }
+
+
+_SCANNER_KEYS = ("manufacturer", "manufacturer_model_name", "magnetic_field_strength_t")
+
+
+def _header_value(info: SeriesInfo, key: str) -> Any:
+    value = info.header.get(key)
+    return value if _filled(value) else None
 
 
 def _rtss_series_row(res: RtssResolution, case_id: str, study_uid: str, chosen_rtss: bool) -> dict[str, Any]:
@@ -794,5 +804,5 @@ def _rtss_series_row(res: RtssResolution, case_id: str, study_uid: str, chosen_r
         "rtss_referenced": False, "role": "RTSS" if chosen_rtss else None,
         "selection_reason": "newest RT Structure Set of the study" if chosen_rtss else None,
         "match_method": res.match_method, "flags": sorted(set(res.flags)),
-        "usable": res.failure is None, "nifti": None,
+        "usable": res.failure is None, "nifti": None, **dict.fromkeys(_SCANNER_KEYS),
     }

@@ -146,8 +146,71 @@ class DeidSettings(StageSettings):
     must_be_empty: tuple[str, ...] = DEID_MUST_BE_EMPTY
 
 
+@dataclass(frozen=True)
+class SplitSettings(StageSettings):
+    """Patient-level sets and folds (metsprep.splits)."""
+
+    section = "splits"
+    n_folds: int = 5
+    test_fraction: float = 0.2
+    seed: int = 20261201
+    # Lower edges of the lesion-count bins after the first (1, 2, 4, 10: bins 0, 1, 2-3, 4-9, >=10).
+    lesion_count_bins: tuple[int, ...] = (1, 2, 4, 10)
+    # Edges of the total-lesion-volume bins in mm3 (bins <500, 500-2000, 2000-10000, >=10000).
+    volume_bins_mm3: tuple[float, ...] = (500.0, 2000.0, 10000.0)
+    stratify_by_scanner: bool = True
+    frozen: str = ""  # a splits.parquet whose patients keep their sets; empty: none
+
+    def __post_init__(self) -> None:
+        if self.n_folds < 2:
+            raise ValueError("splits.n_folds must be at least 2 (a fold validates on the others)")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError("splits.test_fraction must lie in [0, 1)")
+        for name, edges in (("lesion_count_bins", self.lesion_count_bins), ("volume_bins_mm3", self.volume_bins_mm3)):
+            if list(edges) != sorted(set(edges)):
+                raise ValueError(f"splits.{name} must be increasing")
+
+    @property
+    def set_names(self) -> tuple[str, ...]:
+        folds = tuple(f"fold{k}" for k in range(self.n_folds))
+        return (("test",) if self.test_fraction > 0 else ()) + folds
+
+    def target_fraction(self, set_name: str) -> float:
+        if set_name == "test":
+            return self.test_fraction
+        return (1.0 - self.test_fraction) / self.n_folds
+
+
+@dataclass(frozen=True)
+class ExportSettings(StageSettings):
+    """Model-training exports (metsprep.export): which, and what to do with incomplete cases."""
+
+    section = "export"
+    nnunet: bool = True
+    monai: bool = True
+    dataset_id: int = 501  # nnU-Net's DatasetNNN
+    dataset_name: str = "BrainMets"
+    labels: str = "binary"  # binary: lesion = 1 | instance: each lesion its own label value
+    link: str = "hardlink"  # hardlink | copy: how the export's files relate to the BIDS tree
+    missing_channel: str = "exclude"  # exclude the case | zero_fill the channel (listed)
+    untrusted_registration: str = "exclude"  # exclude | zero_fill | keep (listed)
+
+    def __post_init__(self) -> None:
+        for key, allowed in (("labels", ("binary", "instance")), ("link", ("hardlink", "copy")),
+                             ("missing_channel", ("exclude", "zero_fill")),
+                             ("untrusted_registration", ("exclude", "zero_fill", "keep"))):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"export.{key} must be one of {', '.join(allowed)}")
+        if not 1 <= self.dataset_id <= 999:
+            raise ValueError("export.dataset_id must be a three-digit nnU-Net dataset number (1-999)")
+
+    @property
+    def nnunet_dataset(self) -> str:
+        return f"Dataset{self.dataset_id:03d}_{self.dataset_name}"
+
+
 #: The library's settings class of each config section (the others are the workflow's).
 STAGE_SETTINGS: dict[str, type[StageSettings]] = {
     cls.section: cls for cls in (MatchSettings, BidsSettings, RtssSettings, LocationSettings, RegistrationSettings,
-                                  DeidSettings)
+                                  DeidSettings, SplitSettings, ExportSettings)
 }

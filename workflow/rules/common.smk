@@ -13,6 +13,15 @@ N_SCAN_SHARDS = (
     else config["scan"]["shards"]
 )
 
+# Model-training exports (paths below the output folder).
+NNUNET_DATASET_DIR = "exports/nnunet/Dataset{:03d}_{}".format(
+    config["export"]["dataset_id"], config["export"]["dataset_name"]
+)
+MONAI_DATALISTS = [
+    str(OUTPUT_DIR / f"exports/monai/fold{k}.json")
+    for k in range(config["splits"]["n_folds"])
+]
+
 
 wildcard_constraints:
     case_id=r"sub-[A-Za-z0-9]+_ses-[A-Za-z0-9]+",
@@ -79,8 +88,23 @@ def per_case(name):
     return for_each_case(f"work/cases/{{case_id}}/{name}")
 
 
+def get_frozen_split(wildcards=None):
+    """An earlier split whose patients keep their sets (config splits.frozen), if named."""
+    frozen = config["splits"]["frozen"]
+    return [config_file(frozen)] if frozen else []
+
+
+def get_export_outputs():
+    outputs = [out("catalog/splits.parquet"), out("catalog/exports.parquet")]
+    if config["export"]["nnunet"]:
+        outputs.append(out(NNUNET_DATASET_DIR))
+    if config["export"]["monai"]:
+        outputs += MONAI_DATALISTS
+    return outputs
+
+
 def get_final_outputs():
-    return [
+    return get_export_outputs() + [
         out("catalog/inventory.parquet"),
         out("catalog/deid_audit.parquet"),
         out("catalog/series.parquet"),

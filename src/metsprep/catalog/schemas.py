@@ -204,6 +204,41 @@ SERIES_COLUMNS: list[Column] = [
     _c("match_method", S, "How the RT Structure Set was matched to this (T1C) series: sop_uid, series_uid or geometry"),
     _c("flags", STRINGS, "Series flags of the match stage (missing_slices, mixed_geometry, ...)"),
     _c("usable", B, "False when the series cannot be used (the reason is in the case's status_reason)"),
+    _c("manufacturer", S, "Manufacturer (0008,0070) as written"),
+    _c("manufacturer_model_name", S, "Manufacturer's Model Name (0008,1090)"),
+    _c("magnetic_field_strength_t", F, "Magnetic Field Strength (0018,0087)", "T"),
+]
+
+SPLIT_COLUMNS: list[Column] = [
+    _c("case_id", S, "Case identifier sub-<subject>_ses-<session>"),
+    _c("patient_id", S, "DICOM Patient ID (0010,0020)"),
+    _c("subject", S, "BIDS subject label: the unit of the split (every session of a patient is in one set)"),
+    _c("session", S, "BIDS session label"),
+    _c("split", S, "train or test (the held-out test set)"),
+    _c("fold", INT, "Cross-validation fold the case validates in (0-based); null in the test set"),
+    _c("set_name", S, "test or fold<k>"),
+    _c("lesion_count_bin", S, "Stratum: bin of n_lesions (edges in config splits.lesion_count_bins)"),
+    _c("volume_bin", S, "Stratum: bin of total_lesion_volume_mm3 (edges in config splits.volume_bins_mm3)"),
+    _c("scanner", S, "Stratum: vendor of the T1C series from Manufacturer (0008,0070); unknown where not written"),
+    _c("assigned_by", S, "balanced: placed by the balancing rule in this run's ledger; frozen: kept from an earlier split (config splits.frozen)"),
+    _c("seed", INT, "Seed of the split (config splits.seed)"),
+]
+
+EXPORT_COLUMNS: list[Column] = [
+    _c("case_id", S, "Case identifier sub-<subject>_ses-<session>"),
+    _c("patient_id", S, "DICOM Patient ID (0010,0020)"),
+    _c("split", S, "train or test, from catalog/splits.parquet; null for cases not ok"),
+    _c("fold", INT, "Validation fold from catalog/splits.parquet; null in the test set"),
+    _c("exported", B, "True when the case is in the exports (nnU-Net dataset and MONAI datalists)"),
+    _c("export_reason", S, "Why the case was left out, or what was done to it (zero-filled or kept untrusted channels); null when neither"),
+    _c("zero_filled_channels", STRINGS, "Channels written as zeros on the T1C grid (export.missing_channel / untrusted_registration: zero_fill)"),
+    _c("untrusted_channels_kept", STRINGS, "Channels from a flagged registration kept in the export (export.untrusted_registration: keep)"),
+    _c("case_images", STRINGS, "The case's export images in channel order T1C, T1, T2 (exports/cases/<case_id>/, what the MONAI datalists name)"),
+    _c("case_label", S, "The case's export label map (exports/cases/<case_id>/<case_id>.nii.gz)"),
+    _c("nnunet_images", STRINGS, "The images in the nnU-Net dataset (imagesTr or imagesTs), channel order _0000 T1C, _0001 T1, _0002 T2"),
+    _c("nnunet_label", S, "The label in the nnU-Net dataset (labelsTr or labelsTs)"),
+    _c("label_kind", S, "binary (1 = lesion) or instance (value = the lesion's label in lesions.parquet)"),
+    _c("max_label", INT, "Largest value in the export label map (0: no lesion voxel)"),
 ]
 
 #: Columns of the cases table that only the match stage knows (merged in by the catalog).
@@ -213,12 +248,18 @@ SORT_KEYS = {
     "series": ["case_id", "series_number", "series_instance_uid"],
     "cases": ["case_id"],
     "lesions": ["case_id", "roi_number"],
+    "splits": ["case_id"],
+    "exports": ["case_id"],
 }
 TABLE_DESCRIPTIONS = {
     "inventory": "One row per input file (written by the scan stage).",
     "series": "One row per DICOM series (from the match stage, with the exported NIfTI).",
     "cases": "One row per case: one imaging study with its RT Structure Set, ok or excluded.",
     "lesions": "One row per lesion ROI of the cases that are ok.",
+    "splits": ("One row per ok case: its patient-level set (held-out test set or a cross-validation fold) and "
+               "the strata it was balanced by (metsprep.splits, docs/exports.md)."),
+    "exports": ("One row per case: whether it is in the nnU-Net dataset and MONAI datalists, where its files "
+                "are, and why it was left out or what was done to it (metsprep.export)."),
     "deid_audit": ("One row per input file and de-identification finding (config `deid`): what the file still "
                    "carries that the profile forbids. Never the value itself. No rows: every file is clean."),
 }
