@@ -1,12 +1,13 @@
 # Two entry points for a fresh machine (Python 3.11, pip, make; apt for the test tools):
 #   make demo   set up .venv and run the whole pipeline on the embedded synthetic cohort
 #   make test   set up .venv with the test extras and reference tools, then run the tests
+#   make test-ml  the tests that need torch (nnU-Net v2 and MONAI read the exports); CI runs both
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo test lint test-tools benchmark clean
+.PHONY: demo test test-ml lint test-tools benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,slurm]'
 	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-ml: pyproject.toml $(VENV)/.installed-test
+	$(BIN)/pip install --quiet -e '.[test,slurm,ml]'
+	touch $@
 
 demo: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES)
@@ -39,7 +44,11 @@ lint: $(VENV)/.installed-test
 	$(BIN)/snakemake --lint --quiet all
 
 test: $(VENV)/.installed-test test-tools lint
-	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest -m "not ml"
+
+# The exports checked by nnU-Net v2 and MONAI themselves (torch: ~2 min and 1.9 GB to install).
+test-ml: $(VENV)/.installed-ml
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -m ml
 
 benchmark: $(VENV)/.installed-test test-tools
 	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/python benchmarks/run_pipeline.py

@@ -39,6 +39,7 @@ localrules:
     export_nnunet,
     export_monai,
     export_table,
+    dataset_card,
 
 
 rule all:

@@ -298,7 +298,7 @@ def test_every_catalog_column_is_described_in_schema_and_dictionary(nested_run):
     import pyarrow.parquet as pq
 
     dictionary = (nested_run.output / "catalog" / "README.md").read_text()
-    for table in ("inventory", "series", "cases", "lesions", "deid_audit"):
+    for table in ("inventory", "series", "cases", "lesions", "deid_audit", "splits", "exports"):
         schema = pq.read_schema(nested_run.output / "catalog" / f"{table}.parquet")
         assert table == "deid_audit" or schema.metadata[b"metsprep_version"]
         assert f"`catalog/{table}.parquet`" in dictionary
@@ -306,3 +306,56 @@ def test_every_catalog_column_is_described_in_schema_and_dictionary(nested_run):
             description = (field.metadata or {}).get(b"description", b"").decode()
             assert len(description) > 5, f"{table}.{field.name} has no description"
             assert f"| `{field.name}` |" in dictionary
+
+
+def test_exports_share_the_t1c_grid_and_follow_the_rule(nested_run):
+    """Every exported image and label is the case's BIDS file (hard link), on the T1C grid;
+    the case without T2 and the excluded case are left out, each with its reason."""
+    import nibabel as nib
+
+    out = nested_run.output
+    exports = pd.read_parquet(out / "catalog" / "exports.parquet").set_index("case_id")
+    cases = nested_run.cases.set_index("case_id")
+    assert set(exports.index) == set(cases.index)
+    no_t2 = case_row(nested_run, truth_cases(nested_run)[1])["case_id"]
+    assert not exports.loc[no_t2, "exported"] and "no T2" in exports.loc[no_t2, "export_reason"]
+    for case_id in cases.index[cases["status"] != "ok"]:
+        assert not exports.loc[case_id, "exported"]
+        assert exports.loc[case_id, "export_reason"].startswith("the case is excluded: ")
+    exported = exports[exports["exported"]]
+    assert len(exported) >= 2
+    for case_id, row in exported.iterrows():
+        case = cases.loc[case_id]
+        sources = [case["t1c_nifti"], case["t1_in_t1c_nifti"], case["t2_in_t1c_nifti"]]
+        reference = nib.load(out / case["t1c_nifti"])
+        for image, source in zip(row["nnunet_images"], sources):
+            assert (out / image).samefile(out / source), (image, source)
+            loaded = nib.load(out / image)
+            assert loaded.shape == reference.shape and np.allclose(loaded.affine, reference.affine, atol=1e-4)
+        label = nib.load(out / row["nnunet_label"])
+        assert label.shape == reference.shape and np.allclose(label.affine, reference.affine, atol=1e-4)
+        labels_map = np.asarray(nib.load(out / case["lesion_labels_nifti"]).dataobj)
+        assert np.array_equal(np.asarray(label.dataobj) > 0, labels_map > 0) and np.asarray(label.dataobj).max() == 1
+        folder = "imagesTs" if row["split"] == "test" else "imagesTr"
+        assert all(f"/{folder}/" in image for image in row["nnunet_images"])
+    splits = pd.read_parquet(out / "catalog" / "splits.parquet")
+    assert set(splits["case_id"]) == set(cases.index[cases["status"] == "ok"])
+    assert (splits.groupby("subject")["set_name"].nunique() == 1).all()
+
+
+def test_croissant_validates_and_reads_the_lesion_table(nested_run):
+    mlc = pytest.importorskip("mlcroissant")
+
+    dataset = mlc.Dataset(jsonld=str(nested_run.output / "croissant.json"))
+    warnings = {w for w in dataset.metadata.ctx.issues.warnings if "datePublished" not in w}
+    assert not dataset.metadata.ctx.issues.errors and not warnings, warnings
+    records = pd.DataFrame(list(dataset.records(record_set="lesions")))
+    lesions = nested_run.lesions
+    assert len(records) == len(lesions) > 0
+    assert [v.decode() for v in records["lesions/roi_name"]] == lesions["roi_name"].tolist()
+    np.testing.assert_array_equal(records["lesions/volume_mm3"].to_numpy(), lesions["volume_mm3"].to_numpy())
+    card = (nested_run.output / "DATASET_CARD.md").read_text()
+    ok = int((nested_run.cases["status"] == "ok").sum())
+    assert f"| cases ok | {ok} (" in card and f"| lesions (ROIs) of ok cases | {len(lesions)} |" in card
+    for reason in nested_run.cases["status_reason"].dropna():
+        assert reason.replace("|", "\\|").replace("\n", " ") in card

@@ -93,7 +93,7 @@ def test_adding_cases_to_a_frozen_split_moves_no_earlier_case():
     by_case = {a.case_id: a for a in new}
     assert all(by_case[a.case_id].set_name == a.set_name for a in old)
     assert all(by_case[c.case_id].set_name == frozen[c.subject] for c in follow_up)
-    assert all(a.assigned_by == "frozen" for a in new if a.subject in frozen)
+    assert all(a.assigned_by == "ledger" for a in new if a.subject in frozen)
     assert all(len(s) == 1 for s in sets_of_patients(new).values())
     # the new patients restore the balance around the frozen ones
     assert max(abs(r.deviation) for r in balance(new, config)) <= tolerance(new) + 1

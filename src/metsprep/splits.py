@@ -61,7 +61,7 @@ class Assignment:
     lesion_count_bin: str
     volume_bin: str
     scanner: str
-    assigned_by: str  # balanced | frozen
+    assigned_by: str  # ledger (kept from a frozen split) | balanced (placed in this run)
 
     @property
     def split(self) -> str:
@@ -180,7 +180,7 @@ def assign(cases: Sequence[SplitCase], settings: SplitSettings,
     tally = _Tally(settings)
     chosen: dict[str, tuple[str, str]] = {}
     for subject in sorted(s for s in by_subject if s in frozen):
-        chosen[subject] = (frozen[subject], "frozen")
+        chosen[subject] = (frozen[subject], "ledger")
         tally.add(levels[subject], frozen[subject])
     free = sorted((s for s in by_subject if s not in frozen),
                   key=lambda s: (-len(by_subject[s]), _key(settings.seed, s)))

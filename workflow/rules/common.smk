@@ -13,6 +13,16 @@ N_SCAN_SHARDS = (
     else config["scan"]["shards"]
 )
 
+# Catalog tables the dataset card and Croissant metadata describe (metsprep.dataset_card).
+CATALOG_TABLES = (
+    "inventory",
+    "series",
+    "cases",
+    "lesions",
+    "splits",
+    "exports",
+    "deid_audit",
+)
 # Model-training exports (paths below the output folder).
 NNUNET_DATASET_DIR = "exports/nnunet/Dataset{:03d}_{}".format(
     config["export"]["dataset_id"], config["export"]["dataset_name"]
@@ -95,7 +105,12 @@ def get_frozen_split(wildcards=None):
 
 
 def get_export_outputs():
-    outputs = [out("catalog/splits.parquet"), out("catalog/exports.parquet")]
+    outputs = [
+        out("catalog/splits.parquet"),
+        out("catalog/exports.parquet"),
+        out("DATASET_CARD.md"),
+        out("croissant.json"),
+    ]
     if config["export"]["nnunet"]:
         outputs.append(out(NNUNET_DATASET_DIR))
     if config["export"]["monai"]:

@@ -111,3 +111,20 @@ rule export_table:
         nnunet_dataset_dir=NNUNET_DATASET_DIR if config["export"]["nnunet"] else "",
     script:
         "../scripts/export_table.py"
+
+
+rule dataset_card:
+    input:
+        **{table: out(f"catalog/{table}.parquet") for table in CATALOG_TABLES},
+    output:
+        card=out("DATASET_CARD.md"),
+        croissant=out("croissant.json"),
+    log:
+        out("logs/export/dataset_card.log"),
+    conda:
+        "../../envs/metsprep.yaml"
+    params:
+        output_dir=output_folder,
+        title=config["export"]["dataset_name"],
+    script:
+        "../scripts/dataset_card.py"

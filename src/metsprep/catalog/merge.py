@@ -18,13 +18,16 @@ from metsprep.atomic import write_text
 from metsprep.catalog.dictionary import data_dictionary
 from metsprep.catalog.schemas import (
     CASE_COLUMNS,
+    EXPORT_COLUMNS,
     LESION_COLUMNS,
     MATCH_ONLY_CASE_COLUMNS,
     SERIES_COLUMNS,
+    SPLIT_COLUMNS,
     STRINGS,
     Column,
     _coerce,
     config_digest,
+    table_schema,
     write_table,
 )
 from metsprep.contracts import CaseSummary
@@ -88,6 +91,9 @@ def build_catalog(
         "cases": cases_table.schema,
         "lesions": lesions_table.schema,
         "deid_audit": AUDIT_SCHEMA,
+        # written after the catalog (metsprep.splits, metsprep.export), described here with the rest
+        "splits": table_schema(SPLIT_COLUMNS, "splits"),
+        "exports": table_schema(EXPORT_COLUMNS, "exports"),
     }
     write_text(out_dictionary, data_dictionary(schemas))
 

@@ -220,7 +220,7 @@ SPLIT_COLUMNS: list[Column] = [
     _c("lesion_count_bin", S, "Stratum: bin of n_lesions (edges in config splits.lesion_count_bins)"),
     _c("volume_bin", S, "Stratum: bin of total_lesion_volume_mm3 (edges in config splits.volume_bins_mm3)"),
     _c("scanner", S, "Stratum: vendor of the T1C series from Manufacturer (0008,0070); unknown where not written"),
-    _c("assigned_by", S, "balanced: placed by the balancing rule in this run's ledger; frozen: kept from an earlier split (config splits.frozen)"),
+    _c("assigned_by", S, "ledger: the patient's set comes from the split ledger (the first split, catalog/split_ledger.parquet, or config splits.frozen); balanced: a patient new since, placed by the balancing rule"),
     _c("seed", INT, "Seed of the split (config splits.seed)"),
 ]
 
