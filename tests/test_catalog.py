@@ -337,10 +337,12 @@ def test_build_catalog_schema_and_dictionary(tmp_path):
     assert list(series["case_id"].isna()) == [False, True]  # nulls last
     assert series.loc[0, "nifti"].endswith("_ce-gadolinium_T1w.nii.gz") and pd.isna(series.loc[1, "nifti"])
     # the dictionary is exactly what the written schemas generate
+    from metsprep.catalog.schemas import EXPORT_COLUMNS, SPLIT_COLUMNS, table_schema
     from metsprep.deid import AUDIT_SCHEMA
 
     schemas = {t: pq.read_schema(out[t]) for t in ("inventory", "series", "cases", "lesions")}
-    assert out["dictionary"].read_text() == data_dictionary({**schemas, "deid_audit": AUDIT_SCHEMA})
+    later = {"splits": table_schema(SPLIT_COLUMNS, "splits"), "exports": table_schema(EXPORT_COLUMNS, "exports")}
+    assert out["dictionary"].read_text() == data_dictionary({**schemas, "deid_audit": AUDIT_SCHEMA, **later})
     assert "| `sequence_rule` | string |" in out["dictionary"].read_text()
 
 

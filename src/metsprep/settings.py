@@ -17,7 +17,12 @@ from typing import Any, TypeVar
 T = TypeVar("T", bound="StageSettings")
 
 #: Keys the workflow reads (rule resources), not the library.
-SNAKEMAKE_ONLY_KEYS = {"register": ("threads",), "scan": ("shards",)}
+SNAKEMAKE_ONLY_KEYS = {
+    "register": ("threads",),
+    "scan": ("shards",),
+    "splits": ("frozen",),  # a rule input (the split ledger's frozen file)
+    "export": ("nnunet", "monai"),  # which export rules are targets
+}
 
 
 class StageSettings:
@@ -159,7 +164,6 @@ class SplitSettings(StageSettings):
     # Edges of the total-lesion-volume bins in mm3 (bins <500, 500-2000, 2000-10000, >=10000).
     volume_bins_mm3: tuple[float, ...] = (500.0, 2000.0, 10000.0)
     stratify_by_scanner: bool = True
-    frozen: str = ""  # a splits.parquet whose patients keep their sets; empty: none
 
     def __post_init__(self) -> None:
         if self.n_folds < 2:
@@ -186,8 +190,6 @@ class ExportSettings(StageSettings):
     """Model-training exports (metsprep.export): which, and what to do with incomplete cases."""
 
     section = "export"
-    nnunet: bool = True
-    monai: bool = True
     dataset_id: int = 501  # nnU-Net's DatasetNNN
     dataset_name: str = "BrainMets"
     labels: str = "binary"  # binary: lesion = 1 | instance: each lesion its own label value
