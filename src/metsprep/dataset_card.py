@@ -190,6 +190,7 @@ def card_markdown(catalog: Catalog, title: str, version: str) -> str:
     if not splits.empty:
         by_set = splits.groupby("set_name").agg(cases=("case_id", "size"), patients=("subject", "nunique"))
         out += _md_table(["set", "cases", "patients"], [(s, int(r.cases), int(r.patients)) for s, r in by_set.iterrows()])
+        out += _split_balance(catalog)
         seeds = sorted(splits["seed"].dropna().unique())
         out += [f"Seed {', '.join(str(int(s)) for s in seeds)}; "
                 f"{int((splits['assigned_by'] == 'balanced').sum())} cases of patients new since the split ledger "
@@ -239,6 +240,26 @@ def card_markdown(catalog: Catalog, title: str, version: str) -> str:
             "doubtful ones.",
             ""]
     return "\n".join(out)
+
+
+def _split_balance(catalog: Catalog) -> list[str]:
+    """The balance table of metsprep.splits, from the splits table and the settings it was made with."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from metsprep.settings import SplitSettings
+    from metsprep.splits import Assignment, balance_report
+
+    meta = pq.read_schema(catalog.paths["splits"]).metadata or {}
+    if b"split_settings" not in meta:
+        return []
+    settings = SplitSettings.from_config(json.loads(meta[b"split_settings"]))
+    keys = ("case_id", "subject", "set_name", "lesion_count_bin", "volume_bin", "scanner", "assigned_by")
+    rows = catalog["splits"][list(keys)].astype(str).to_dict("records")
+    assignments = [Assignment(**{key: str(row[key]) for key in keys}) for row in rows]
+    return ["Balance: cases per set and stratum (target share in brackets):", "",
+            balance_report(assignments, settings)]
 
 
 # ----------------------------------------------------------------------------- croissant
