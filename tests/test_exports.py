@@ -143,8 +143,11 @@ def test_cohort_layout_follows_the_splits(tmp_path):
     splits = _splits(tmp_path / "splits.parquet", [
         {"case_id": cid, "split": split, "fold": fold, "set_name": "test" if fold is None else f"fold{fold}"}
         for cid, (split, fold) in sets.items()])
+    cases = _splits(tmp_path / "cases.parquet", [
+        {"case_id": cid, "patient_id": cid[:5], "status_reason": None, "qc_rating": None, "qc_comment": None}
+        for cid in ids])
     dataset = tmp_path / "exports" / "nnunet" / "Dataset501_BrainMets"
-    export_nnunet(results, splits, ExportSettings(), 2, 5, tmp_path, dataset)
+    export_nnunet(results, splits, cases, ExportSettings(), 2, 5, tmp_path, dataset)
 
     listed = {p.name for p in (dataset / "imagesTr").iterdir()}
     assert listed == {f"{cid}_{k:04d}.nii.gz" for cid in ("sub-A_ses-01", "sub-A_ses-02", "sub-B_ses-01")
@@ -159,7 +162,7 @@ def test_cohort_layout_follows_the_splits(tmp_path):
                      {"train": ["sub-A_ses-01", "sub-A_ses-02"], "val": ["sub-B_ses-01"]}]
 
     monai = [tmp_path / "exports" / "monai" / f"fold{k}.json" for k in range(2)]
-    export_monai(results, splits, 2, tmp_path, monai)
+    export_monai(results, splits, cases, 2, tmp_path, monai)
     fold1 = json.loads(monai[1].read_text())
     assert [i["case_id"] for i in fold1["validation"]] == ["sub-B_ses-01"]
     assert [i["case_id"] for i in fold1["test"]] == ["sub-C_ses-01"]
@@ -167,8 +170,6 @@ def test_cohort_layout_follows_the_splits(tmp_path):
     assert (monai[1].parent / item["image"][0]).resolve().samefile(tmp_path / summaries[0].row["t1c_nifti"])
     assert (monai[1].parent / item["label"]).resolve().samefile(tmp_path / summaries[0].row["lesion_mask_nifti"])
 
-    cases = _splits(tmp_path / "cases.parquet", [{"case_id": cid, "patient_id": cid[:5], "status_reason": None}
-                                                  for cid in ids])
     table_path = tmp_path / "exports.parquet"
     write_export_table(results, splits, cases, "exports/nnunet/Dataset501_BrainMets", table_path)
     table = pq.read_table(table_path).to_pandas().set_index("case_id")
@@ -178,11 +179,24 @@ def test_cohort_layout_follows_the_splits(tmp_path):
     for image in table.loc["sub-A_ses-02", "nnunet_images"]:
         assert (tmp_path / image).exists()
 
+    # a case a reviewer failed leaves the cohort exports, with the comment as the reason
+    reviewed = _splits(tmp_path / "reviewed.parquet", [
+        {"case_id": cid, "patient_id": cid[:5], "status_reason": None,
+         "qc_rating": "fail" if cid == "sub-B_ses-01" else None,
+         "qc_comment": "lesion outlined on the wrong slice" if cid == "sub-B_ses-01" else None} for cid in ids])
+    write_export_table(results, splits, reviewed, "exports/nnunet/Dataset501_BrainMets", table_path)
+    table = pq.read_table(table_path).to_pandas().set_index("case_id")
+    assert not table.loc["sub-B_ses-01", "exported"] and len(table.loc["sub-B_ses-01", "nnunet_images"]) == 0
+    assert table.loc["sub-B_ses-01", "export_reason"].endswith(": lesion outlined on the wrong slice")
+    export_monai(results, splits, reviewed, 2, tmp_path, monai)
+    assert "sub-B_ses-01" not in monai[1].read_text()
+
 
 def test_exported_case_missing_from_the_splits_is_an_error(tmp_path):
     summary = make_case(tmp_path, "sub-A_ses-01")
     path = tmp_path / "r.json"
     export_case(summary, ExportSettings(), tmp_path, path)
     splits = _splits(tmp_path / "splits.parquet", [{"case_id": "sub-Z_ses-01", "split": "train", "fold": 0}])
+    cases = _splits(tmp_path / "cases.parquet", [{"case_id": "sub-A_ses-01", "qc_rating": None, "qc_comment": None}])
     with pytest.raises(ValueError, match="not in"):
-        export_monai([path], splits, 1, tmp_path, [tmp_path / "f0.json"])
+        export_monai([path], splits, cases, 1, tmp_path, [tmp_path / "f0.json"])

@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -359,3 +360,58 @@ def test_croissant_validates_and_reads_the_lesion_table(nested_run):
     assert f"| cases ok | {ok} (" in card and f"| lesions (ROIs) of ok cases | {len(lesions)} |" in card
     for reason in nested_run.cases["status_reason"].dropna():
         assert reason.replace("|", "\\|").replace("\n", " ") in card
+
+
+def test_review_round_trip_in_the_browser(flat_run, tmp_path):
+    """Served by `metsprep review`: the index opens a case page, the NiiVue viewer draws the
+    T1C with the red lesion overlay at the lesion the list jumps to, a decision is saved,
+    and the next run puts it in cases.parquet and lesions.parquet and leaves the case out of
+    the exports. Last in this file: it adds a ratings file to the flat run's output."""
+    import io
+
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from browser import body_says, chromium, errors_in_console, review_server, wait_for
+
+    out = flat_run.output
+    case_id = str(flat_run.cases.loc[flat_run.cases["status"] == "ok", "case_id"].iloc[0])
+    ratings = out / "qc" / "ratings.tsv"
+    with review_server(out, ratings) as url, chromium(tmp_path / "profile") as driver:
+        driver.get(f"{url}/qc/index.html")
+        wait_for(driver, body_says("ready", "1"))
+        driver.find_element(By.CSS_SELECTOR, "th[data-sort='case_id']").click()
+        driver.find_element(By.ID, "search").send_keys(case_id)
+        links = driver.find_elements(By.CSS_SELECTOR, "#cases tbody tr a")
+        assert [a.text for a in links] == [case_id]
+        links[0].click()
+        wait_for(driver, body_says("viewer", "ready"), timeout=90)
+        driver.find_elements(By.CSS_SELECTOR, "#lesions .jump")[0].click()
+        time.sleep(1.0)  # one frame after the crosshair moved
+        pixels = np.asarray(Image.open(io.BytesIO(driver.find_element(By.ID, "viewer").screenshot_as_png)).convert("RGB"))
+        grey = (np.abs(pixels[..., 0].astype(int) - pixels[..., 2]) < 8) & (pixels[..., 0] > 40)
+        red = (pixels[..., 0] > 150) & (pixels[..., 1] < 90) & (pixels[..., 2] < 90)
+        assert grey.mean() > 0.05, "the T1C is not drawn"
+        assert red.sum() > 3, "the lesion overlay is not drawn at the lesion"
+
+        Select(driver.find_element(By.CSS_SELECTOR, "#case-decision select")).select_by_value("fail")
+        driver.find_element(By.CSS_SELECTOR, "#case-decision input").send_keys("motion artefact on T1C")
+        lesion_select = driver.find_element(By.CSS_SELECTOR, "#lesions .decision select")
+        roi_number = int(lesion_select.get_attribute("data-roi"))
+        Select(lesion_select).select_by_value("pass")
+        driver.find_element(By.ID, "save").click()
+        wait_for(driver, lambda d: "Saved 2 decision(s)" in d.find_element(By.ID, "save-status").text)
+        assert errors_in_console(driver) == []
+
+    result = run_snakemake(flat_run.input_dir, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cases = pd.read_parquet(out / "catalog" / "cases.parquet").set_index("case_id")
+    assert cases.loc[case_id, "qc_rating"] == "fail" and cases.loc[case_id, "qc_comment"] == "motion artefact on T1C"
+    lesions = pd.read_parquet(out / "catalog" / "lesions.parquet")
+    reviewed = lesions[(lesions["case_id"] == case_id) & (lesions["roi_number"] == roi_number)]
+    assert reviewed["qc_rating"].tolist() == ["pass"]
+    assert lesions.loc[lesions["roi_number"] != roi_number, "qc_rating"].isna().all()
+    exports = pd.read_parquet(out / "catalog" / "exports.parquet").set_index("case_id")
+    assert not exports.loc[case_id, "exported"]
+    assert exports.loc[case_id, "export_reason"].endswith("motion artefact on T1C")

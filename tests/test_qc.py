@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from html.parser import HTMLParser
@@ -57,7 +58,8 @@ def test_case_figures_and_report(tmp_path):
     for f in (files, excluded):
         cid = CaseSummary.read(f["case"]).case_id
         qc.case_figures(case_json=f["case"], lesions_parquet=f["lesions"], output_dir=tmp_path,
-                        out_lesions_png=figures / f"{cid}_lesions.png", out_registration_png=figures / f"{cid}_registration.png")  # fmt: skip
+                        out_lesions_png=figures / f"{cid}_lesions.png", out_registration_png=figures / f"{cid}_registration.png",
+                        out_page=tmp_path / "qc" / "cases" / f"{cid}.html")  # fmt: skip
         assert _is_png(figures / f"{cid}_lesions.png") and _is_png(figures / f"{cid}_registration.png")
     out = build(tmp_path, files)
     # add the second case to the catalog too
@@ -72,16 +74,21 @@ def test_case_figures_and_report(tmp_path):
                     output_dir=tmp_path, out_html=html_path, out_summary_png=figures / "cohort_summary.png")  # fmt: skip
     assert _is_png(figures / "cohort_summary.png")
     text = html_path.read_text()
-    parser = _Links()
-    parser.feed(text)
-    assert parser.scripts == 0
-    assert parser.links, "the page links its figures"
-    for link in parser.links:
-        assert not re.match(r"^[a-z]+:", link), f"external resource {link}"
-        assert (html_path.parent / link).exists(), link
-    assert "figures/sub-01_ses-01_lesions.png" in parser.links
+    case_page = tmp_path / "qc" / "cases" / "sub-01_ses-01.html"
+    for page in (html_path, case_page):  # offline: every script, style and image is a file of the output
+        parser = _Links()
+        parser.feed(page.read_text())
+        assert parser.scripts >= 1 and parser.links
+        for link in parser.links:
+            assert not re.match(r"^[a-z]+:", link), f"external resource {link}"
+            assert (page.parent / link).exists(), (page.name, link)
+    data = json.loads(re.search(r"id='qc-data'>(.*?)</script>", case_page.read_text()).group(1))
+    assert data["volumes"][0]["name"] == "T1C" and len(data["volumes"]) >= 2  # T1C first, then what the case has
+    for relative in [v["url"] for v in data["volumes"]] + [data["overlay"]]:
+        assert (case_page.parent / relative).exists(), relative
+    assert "../figures/sub-01_ses-01_lesions.png" in case_page.read_text() and "R_front" in case_page.read_text()
     assert "the T1C series has 3 missing slices in a row" in text
-    assert "sub-09_ses-01" in text and "R_front" in text and "hemisphere_name_R_geometry_L" in text
+    assert "sub-09_ses-01" in text and "hemisphere_name_R_geometry_L" in text
 
 
 def test_lesion_figure_without_lesions(tmp_path):

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Independent reference tools the tests compare against (never runtime dependencies):
-#   plastimatch (RTSS rasterization), elastix (registration), chromium (QC page loads),
+#   plastimatch (RTSS rasterization), elastix (registration), chromium + chromium-driver
+#   (QC pages driven by Selenium),
 #   bids-validator from npm (BIDS validity). Debian packages need root; without root the
 #   tests that need them are skipped with a message naming the missing tool.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(plastimatch elastix chromium)
+APT_PACKAGES=(plastimatch elastix chromium chromium-driver)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

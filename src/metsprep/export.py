@@ -7,6 +7,8 @@ every channel and the label share the T1C grid, and put the files in
 ``<case_id>.nii.gz`` the label (binary, or one value per lesion).
 
 The rule for an incomplete case, in order:
+0. a case a reviewer failed (qc_rating fail in cases.parquet) is left out of the cohort
+   exports (its per-case folder stays; it is decided at the merges, which read the catalog);
 1. a case that is not ``ok`` is left out, with its own reason;
 2. a case without T1 or T2 is left out (``missing_channel: exclude``) or gets a channel of
    zeros on the T1C grid (``zero_fill``);
@@ -24,6 +26,7 @@ fold) and one MONAI datalist per fold.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -357,12 +360,23 @@ def _export_row(case_row: Mapping[str, Any], result: ExportCaseResult | None, sp
     }
 
 
-def load_exported(result_jsons: Sequence[Path], splits_parquet: Path
+def reviewer_failed(result: ExportCaseResult, comment: str | None) -> ExportCaseResult:
+    """Rule 0: a case a reviewer failed (cases.parquet qc_rating) is left out."""
+    reason = "a reviewer failed the case (config qc.ratings)" + (f": {comment}" if comment else "")
+    return dataclasses.replace(result, included=False, reason=reason)
+
+
+def load_exported(result_jsons: Sequence[Path], splits_parquet: Path, cases_parquet: Path
                   ) -> tuple[dict[str, ExportCaseResult], dict[str, dict[str, Any]], list[ExportedCase]]:
-    """The per-case results, the splits rows, and the included cases with their sets."""
+    """The per-case results (failed by a reviewer: left out), the splits rows, and the
+    included cases with their sets."""
     import pyarrow.parquet as pq
 
+    reviews = {row["case_id"]: row for row in pq.read_table(cases_parquet, columns=["case_id", "qc_rating", "qc_comment"]).to_pylist()}
     results = {r.case_id: r for r in read_results(result_jsons)}
+    for cid, review in reviews.items():
+        if review.get("qc_rating") == "fail" and cid in results:
+            results[cid] = reviewer_failed(results[cid], review.get("qc_comment"))
     splits = {row["case_id"]: row for row in pq.read_table(splits_parquet).to_pylist()}
     missing = sorted(cid for cid, r in results.items() if r.included and cid not in splits)
     if missing:
@@ -376,18 +390,18 @@ def _relative_to_output(path: Path, output_dir: Path) -> str:
     return PurePosixPath(path.resolve().relative_to(output_dir.resolve())).as_posix()
 
 
-def export_nnunet(result_jsons: Sequence[Path], splits_parquet: Path, settings: ExportSettings, n_folds: int,
-                  split_seed: int, output_dir: Path, out_dataset_dir: Path) -> None:
+def export_nnunet(result_jsons: Sequence[Path], splits_parquet: Path, cases_parquet: Path, settings: ExportSettings,
+                  n_folds: int, split_seed: int, output_dir: Path, out_dataset_dir: Path) -> None:
     from metsprep import __version__
 
-    _, _, exported = load_exported(result_jsons, splits_parquet)
+    _, _, exported = load_exported(result_jsons, splits_parquet, cases_parquet)
     write_nnunet(exported, settings, n_folds, output_dir, _relative_to_output(out_dataset_dir, output_dir),
                  provenance(settings, split_seed, __version__))
 
 
-def export_monai(result_jsons: Sequence[Path], splits_parquet: Path, n_folds: int, output_dir: Path,
-                 out_jsons: Sequence[Path]) -> None:
-    _, _, exported = load_exported(result_jsons, splits_parquet)
+def export_monai(result_jsons: Sequence[Path], splits_parquet: Path, cases_parquet: Path, n_folds: int,
+                 output_dir: Path, out_jsons: Sequence[Path]) -> None:
+    _, _, exported = load_exported(result_jsons, splits_parquet, cases_parquet)
     write_monai(exported, n_folds, output_dir, out_jsons)
 
 
@@ -398,7 +412,7 @@ def write_export_table(result_jsons: Sequence[Path], splits_parquet: Path, cases
 
     from metsprep.catalog.schemas import EXPORT_COLUMNS, write_table
 
-    results, splits, exported = load_exported(result_jsons, splits_parquet)
+    results, splits, exported = load_exported(result_jsons, splits_parquet, cases_parquet)
     layout = nnunet_layout(exported, nnunet_dataset_dir) if nnunet_dataset_dir else {}
     rows = [_export_row(row, results.get(row["case_id"]), splits.get(row["case_id"]), layout.get(row["case_id"]))
             for row in pq.read_table(cases_parquet, columns=["case_id", "patient_id", "status_reason"]).to_pylist()]

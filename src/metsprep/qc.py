@@ -124,19 +124,30 @@ def _window(values: np.ndarray) -> tuple[float, float]:
 
 
 def case_figures(
-    case_json: Path, lesions_parquet: Path, output_dir: Path, out_lesions_png: Path, out_registration_png: Path
+    case_json: Path, lesions_parquet: Path, output_dir: Path, out_lesions_png: Path, out_registration_png: Path,
+    out_page: Path | None = None,
 ) -> None:
-    """Write the lesion and registration figures of one case (always both files)."""
+    """Write the lesion and registration figures of one case (always both files) and its review page."""
+    from metsprep.qc_pages import write_case_page
+
     summary = CaseSummary.read(case_json)
-    case = summary.row
     output_dir = Path(output_dir)
+    lesions = _read_rows(lesions_parquet) if summary.status == "ok" else []
+    _case_figures(summary, lesions, output_dir, Path(out_lesions_png), Path(out_registration_png))
+    if out_page is not None:
+        write_case_page(summary.row, lesions, output_dir, Path(out_page),
+                        [Path(out_lesions_png), Path(out_registration_png)])
+
+
+def _case_figures(summary: CaseSummary, lesions: list[dict[str, Any]], output_dir: Path, out_lesions_png: Path,
+                  out_registration_png: Path) -> None:
+    case = summary.row
     case_id = summary.case_id
     if summary.status != "ok":
         reason = case.get("status_reason") or "excluded"
         for path in (out_lesions_png, out_registration_png):
             _message_figure(Path(path), f"{case_id}: excluded", reason)
         return
-    lesions = _read_rows(lesions_parquet)
     t1c = _load(output_dir, case.get("t1c_nifti"))
     if t1c is None:
         for path in (out_lesions_png, out_registration_png):
@@ -390,16 +401,6 @@ def _table(records: list[dict[Any, Any]], columns: list[tuple[str, str, str | No
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-CSS = """
-body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:13px}
-th,td{border:1px solid #bbb;padding:2px 6px;text-align:left}
-th{background:#eee} tr.excluded td{background:#fdecea}
-img{max-width:100%;border:1px solid #ccc} .none{color:#777}
-section{border-top:2px solid #ddd;margin-top:1.5em}
-"""
-
-
 def _deid_section(deid_parquet: Path | None) -> str:
     """What the de-identification audit found, by attribute and finding (files counted)."""
     import pandas as pd
@@ -420,8 +421,10 @@ def build_report(
     series_parquet: Path, cases_parquet: Path, lesions_parquet: Path, output_dir: Path, out_html: Path, out_summary_png: Path,
     deid_parquet: Path | None = None,
 ) -> None:
-    """The cohort QC page qc/index.html and its summary figure."""
+    """The cohort QC index qc/index.html (with qc/assets/) and its summary figure."""
     import pandas as pd
+
+    from metsprep.qc_pages import index_html, index_rows, write_assets
 
     output_dir, out_html = Path(output_dir), Path(out_html)
     series = pd.read_parquet(series_parquet) if Path(series_parquet).exists() else pd.DataFrame()
@@ -434,84 +437,48 @@ def build_report(
         return os.path.relpath(path, html_dir).replace(os.sep, "/") if path.exists() else None
 
     records = cases.to_dict("records")
-    n_ok = sum(r.get("status") == "ok" for r in records)
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>metsprep QC</title>",
-        f"<style>{CSS}</style></head><body>",
-        "<h1>metsprep quality control</h1>",
-        f"<p>{len(records)} cases: {n_ok} ok, {len(records) - n_ok} excluded; {len(lesions)} lesions; "
-        f"{len(series)} series.</p>",
-    ]
     summary = link(Path(out_summary_png))
-    if summary:
-        parts.append(f"<h2>Cohort summary</h2><img src='{html.escape(summary)}' alt='cohort summary'>")
-    parts.append("<h2>Cases</h2>")
-    parts.append(_table(records, [
-        ("case_id", "case", None), ("patient_id", "patient", None), ("status", "status", None),
-        ("status_reason", "reason", None), ("excluded_at", "stage", None), ("n_lesions", "lesions", None),
-        ("total_lesion_volume_mm3", "total volume mm³", ".0f"), ("largest_diameter_mm", "largest Ø mm", ".1f"),
-    ]))  # fmt: skip
+    summary_html = (f"<h2>Cohort summary</h2><img loading='lazy' src='{html.escape(summary)}' alt='cohort summary'>"
+                    if summary else "")
+    sections = ["<h2>Across the cohort</h2>"]
     excluded = [r for r in records if r.get("status") != "ok"]
     reasons: dict[str, int] = {}
     for r in excluded:
         reasons[str(r.get("status_reason") or "unknown")] = reasons.get(str(r.get("status_reason") or "unknown"), 0) + 1
-    parts.append("<h3>Exclusion reasons</h3>")
-    parts.append(_table([{"reason": k, "n": v} for k, v in sorted(reasons.items())], [("reason", "reason", None), ("n", "cases", None)]))
-    parts.append("<h2>Flags</h2><h3>Registration</h3>")
+    sections.append("<h3>Exclusion reasons</h3>")
+    sections.append(_table([{"reason": k, "n": v} for k, v in sorted(reasons.items())], [("reason", "reason", None), ("n", "cases", None)]))
+    sections.append("<details><summary>Registration flags</summary>")
     reg = [r for r in records if r.get("t1_registration_flag") or r.get("t2_registration_flag") or len(_as_list(r.get("registration_flags")))]
-    parts.append(_table(reg, [
+    sections.append(_table(reg, [
         ("case_id", "case", None), ("t1_registration_flag", "T1 flag", None), ("t1_rotation_deg", "T1 rot °", ".2f"),
         ("t1_translation_mm", "T1 transl mm", ".1f"), ("t1_registration_check_mm", "T1 check mm", ".2f"),
         ("t2_registration_flag", "T2 flag", None), ("t2_rotation_deg", "T2 rot °", ".2f"),
         ("t2_translation_mm", "T2 transl mm", ".1f"), ("t2_registration_check_mm", "T2 check mm", ".2f"),
         ("registration_flags", "flags", None),
     ]))  # fmt: skip
-    parts.append("<h3>Sequence labels the pixels or the header doubt</h3>")
+    sections.append("</details><details><summary>Sequence labels the pixels or the header doubt</summary>")
     doubted = []
     if len(series) and "pixel_check" in series:
         doubted = series[(series["pixel_check"] == "disagrees") | (series["sequence_confidence"] == "low")].to_dict("records")
-    parts.append(_table(doubted, [
+    sections.append(_table(doubted, [
         ("case_id", "case", None), ("role", "role", None), ("series_description", "description", None),
         ("sequence", "label", None), ("sequence_confidence", "confidence", None), ("pixel_check", "pixels", None),
         ("pixel_check_reason", "pixel evidence", None), ("sequence_why", "why", None),
     ]))  # fmt: skip
-    parts.append(_deid_section(deid_parquet))
-    parts.append("<h3>Location (ROI name vs geometry)</h3>")
+    sections.append("</details><details><summary>Location (ROI name vs geometry)</summary>")
     loc = lesions[lesions["location_flag"].notna()].to_dict("records") if len(lesions) else []
-    parts.append(_table(loc, [
+    sections.append(_table(loc, [
         ("case_id", "case", None), ("roi_name", "ROI", None), ("hemisphere_name", "name says", None),
         ("hemisphere_geometry", "geometry says", None), ("midsagittal_distance_mm", "distance to midplane mm", ".1f"),
         ("location_flag", "flag", None),
     ]))  # fmt: skip
-    parts.append("<h3>Matching and other flags</h3>")
-    flagged = [r for r in records if len(_as_list(r.get("flags")))]
-    parts.append(_table(flagged, [("case_id", "case", None), ("matching_flags", "matching", None), ("flags", "all flags", None)]))
-    parts.append("<h2>Cases in detail</h2>")
-    by_case = {cid: g for cid, g in lesions.groupby("case_id")} if len(lesions) else {}
-    figures = out_html.parent / "figures"
-    for r in records:
-        cid = str(r.get("case_id"))
-        parts.append(f"<section id='{html.escape(cid)}'><h3>{html.escape(cid)} ({html.escape(str(r.get('status')))})</h3>")
-        if r.get("status") != "ok":
-            parts.append(f"<p>Excluded: {_cell(r.get('status_reason'))}</p>")
-        for kind in ("lesions", "registration"):
-            href = link(figures / f"{cid}_{kind}.png")
-            if href:
-                parts.append(f"<p><img src='{html.escape(href)}' alt='{html.escape(cid)} {kind}'></p>")
-        group = by_case.get(cid)
-        if group is not None:
-            parts.append(_table(group.to_dict("records"), [
-                ("roi_number", "ROI #", None), ("roi_name", "ROI name", None), ("label", "label", None),
-                ("volume_mm3", "volume mm³", ".1f"), ("contour_volume_mm3", "contour volume mm³", ".1f"),
-                ("longest_axial_diameter_mm", "axial Ø mm", ".1f"), ("max_diameter_mm", "3D Ø mm", ".1f"),
-                ("rano_measurable", "RANO", None), ("hemisphere", "hemi", None), ("region", "region", None),
-                ("location_source", "source", None), ("enhancement_ratio", "enh. ratio", ".2f"),
-                ("distance_to_inner_skull_mm", "to inner skull mm", ".1f"),
-            ]))  # fmt: skip
-        parts.append("</section>")
-    parts.append("</body></html>")
+    sections.append("</details>")
+    sections.append(_deid_section(deid_parquet))
+    rows = index_rows(_records(cases), _records(series) if len(series) else [],
+                      _records(lesions) if len(lesions) else [])
+    write_assets(html_dir / "assets")
     out_html.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out_html, "\n".join(parts))
+    write_text(out_html, index_html(rows, summary_html, "\n".join(sections)))
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -37,6 +37,7 @@ rule catalog:
         case_results=per_case("case.json"),
         lesions=per_case("lesions.parquet"),
         participants=out("bids/participants.tsv"),
+        ratings=get_ratings(),
     output:
         series=out("catalog/series.parquet"),
         cases=out("catalog/cases.parquet"),

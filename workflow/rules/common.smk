@@ -13,6 +13,8 @@ N_SCAN_SHARDS = (
     else config["scan"]["shards"]
 )
 
+# What the QC pages load from qc/assets/ (metsprep.qc_pages: ASSETS + NIIVUE_ASSET).
+QC_ASSETS = ("review.js", "review.css", "niivue.umd.js")
 # Catalog tables the dataset card and Croissant metadata describe (metsprep.dataset_card).
 CATALOG_TABLES = (
     "inventory",
@@ -96,6 +98,17 @@ def for_each_case(pattern):
 def per_case(name):
     """Input function: one per-case work file for every case."""
     return for_each_case(f"work/cases/{{case_id}}/{name}")
+
+
+def ratings_file():
+    """The reviewers' decisions (config qc.ratings; relative paths below the output folder)."""
+    path = Path(config["qc"]["ratings"])
+    return path if path.is_absolute() else OUTPUT_DIR / path
+
+
+def get_ratings(wildcards=None):
+    """The ratings file as an input where it exists: written by the QC pages, not by a rule."""
+    return [str(ratings_file())] if ratings_file().exists() else []
 
 
 def get_frozen_split(wildcards=None):

@@ -63,6 +63,7 @@ rule export_nnunet:
     input:
         results=per_case("export.json"),
         splits=out("catalog/splits.parquet"),
+        cases=out("catalog/cases.parquet"),
     output:
         dataset=directory(out(NNUNET_DATASET_DIR)),
     log:
@@ -83,6 +84,7 @@ rule export_monai:
     input:
         results=per_case("export.json"),
         splits=out("catalog/splits.parquet"),
+        cases=out("catalog/cases.parquet"),
     output:
         datalists=MONAI_DATALISTS,
     log:

@@ -18,6 +18,7 @@ rule qc_case:
             category="Registration",
             subcategory="{case_id}",
         ),
+        page=out("qc/cases/{case_id}.html"),
     log:
         out("logs/qc/{case_id}.log"),
     benchmark:
@@ -39,8 +40,10 @@ rule qc_report:
         lesions=out("catalog/lesions.parquet"),
         deid=out("catalog/deid_audit.parquet"),
         figures=for_each_case("qc/figures/{case_id}_lesions.png"),
+        pages=for_each_case("qc/cases/{case_id}.html"),
     output:
         html=out("qc/index.html"),
+        assets=[out(f"qc/assets/{name}") for name in QC_ASSETS],
         summary=report(
             out("qc/figures/cohort_summary.png"),
             caption="../report/qc_cohort.rst",

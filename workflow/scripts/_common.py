@@ -17,3 +17,10 @@ def start(snakemake: Any) -> None:
     from metsprep.logs import start_log
 
     start_log(snakemake.log[0])
+
+
+def optional_input(snakemake: Any, name: str) -> Path | None:
+    """The one file of an input that is either empty or a single path (a list or a str)."""
+    value = snakemake.input.get(name) or []
+    paths = [value] if isinstance(value, str) else list(value)
+    return Path(paths[0]) if paths else None

@@ -1,7 +1,7 @@
 """Stage catalog (merge): catalog/{series,cases,lesions}.parquet and the data dictionary."""
 from pathlib import Path
 
-from _common import start
+from _common import optional_input, start
 
 start(snakemake)
 
@@ -18,4 +18,5 @@ build_catalog(
     out_lesions=Path(snakemake.output.lesions),
     out_dictionary=Path(snakemake.output.dictionary),
     config=dict(snakemake.params.config),
+    ratings_tsv=optional_input(snakemake, "ratings"),
 )

@@ -12,6 +12,7 @@ splits = SplitSettings.from_config(snakemake.params.splits)
 export_nnunet(
     result_jsons=[Path(p) for p in snakemake.input.results],
     splits_parquet=Path(snakemake.input.splits),
+    cases_parquet=Path(snakemake.input.cases),
     settings=ExportSettings.from_config(snakemake.params.settings),
     n_folds=splits.n_folds,
     split_seed=splits.seed,

@@ -13,4 +13,5 @@ case_figures(
     output_dir=Path(snakemake.params.output_dir),
     out_lesions_png=Path(snakemake.output.lesions),
     out_registration_png=Path(snakemake.output.registration),
+    out_page=Path(snakemake.output.page),
 )

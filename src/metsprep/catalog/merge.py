@@ -9,6 +9,7 @@ column that is not is an error, never a column with a made-up description.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from metsprep.catalog.schemas import (
 )
 from metsprep.contracts import CaseSummary
 from metsprep.deid import AUDIT_SCHEMA
+from metsprep.review import read_ratings
 
 
 def _read_table(path: Path) -> pa.Table:
@@ -57,10 +59,15 @@ def build_catalog(
     out_lesions: Path,
     out_dictionary: Path,
     config: dict[str, Any],
+    ratings_tsv: Path | None = None,
 ) -> None:
-    """Merge the per-case results into the catalog tables and the data dictionary."""
+    """Merge the per-case results into the catalog tables and the data dictionary; a
+    reviewer's decisions (``ratings_tsv``, metsprep.review) go into qc_rating/qc_comment."""
     meta = {"config_sha256": config_digest(config or {})}
     summaries = [CaseSummary.read(p) for p in case_jsons]
+    ratings = read_ratings(ratings_tsv, known_cases=[s.case_id for s in summaries])
+    for problem in ratings.problems:
+        logging.warning("ratings: %s", problem)
 
     match_series = _read_table(match_series_parquet)
     _check_declared(match_series, SERIES_COLUMNS, "work/match/series.parquet")
@@ -78,11 +85,17 @@ def build_catalog(
     case_rows = [case_row_from(match_rows.pop(s.case_id, {}), s) for s in summaries]
     for row in match_rows.values():
         case_rows.append(_match_only_row(row))
+    for row in case_rows:
+        decision = ratings.by_case.get(row["case_id"])
+        row["qc_rating"], row["qc_comment"] = (decision.rating, decision.comment or None) if decision else (None, None)
     cases_table = write_table(case_rows, CASE_COLUMNS, "cases", Path(out_cases), meta)
 
     lesion_rows: list[dict[str, Any]] = []
     for path in lesion_parquets:
         lesion_rows.extend(_read_table(Path(path)).to_pylist())
+    for row in lesion_rows:
+        decision = ratings.by_lesion.get((row["case_id"], row["roi_number"]))
+        row["qc_rating"], row["qc_comment"] = (decision.rating, decision.comment or None) if decision else (None, None)
     lesions_table = write_table(lesion_rows, LESION_COLUMNS, "lesions", Path(out_lesions), meta)
 
     schemas = {

@@ -99,6 +99,8 @@ LESION_COLUMNS: list[Column] = [
     _c("intensity_flag", S, "Set where t1_*/t2_* intensities come from a registration that a check flagged (the values may be misplaced); null otherwise"),
     _c("roi_status", S, "ok; partial (some contours could not be used: volumes are partial, roi_status_reason names each); empty (no contours); unusable (no usable contour); self_intersecting (a contour crosses itself: voxels by the even-odd rule, volume_mm3 and contour_volume_mm3 disagree); no_voxels"),
     _c("roi_status_reason", S, "Reason given by the rtss stage when roi_status is not ok"),
+    _c("qc_rating", S, "A reviewer's decision on this lesion (pass or fail) from the ratings file (config qc.ratings); null when not reviewed"),
+    _c("qc_comment", S, "The reviewer's comment on this lesion"),
 ]
 
 _REG_COLUMNS = [
@@ -169,6 +171,8 @@ CASE_COLUMNS: list[Column] = [
     _c("matching_flags", STRINGS, "Flags of the match stage"),
     _c("registration_flags", STRINGS, "Flags of the register stage"),
     _c("location_flags", STRINGS, "Lesions whose name and geometry disagree: '<roi_name>: <flag>'"),
+    _c("qc_rating", S, "A reviewer's decision on the case (pass or fail) from the ratings file (config qc.ratings, written by the QC pages); fail leaves the case out of the exports; null when not reviewed"),
+    _c("qc_comment", S, "The reviewer's comment on the case"),
 ]
 
 SERIES_COLUMNS: list[Column] = [
