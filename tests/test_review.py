@@ -133,3 +133,11 @@ def test_index_opened_from_disk_works_without_a_server(cohort_index, tmp_path):
         wait_for(driver, body_says("ready", "1"))
         assert "200 of 200 cases shown" in driver.find_element("id", "shown").text
         assert errors_in_console(driver) == []
+
+
+def test_review_command_refuses_a_folder_without_qc_pages(tmp_path, capsys):
+    from metsprep.review import main
+
+    with pytest.raises(SystemExit):
+        main(["review", str(tmp_path)])
+    assert "has no qc/index.html: run the pipeline first" in capsys.readouterr().err
