@@ -1,13 +1,14 @@
 # Two entry points for a fresh machine (Python 3.11, pip, make; apt for the test tools):
 #   make demo   set up .venv and run the whole pipeline on the embedded synthetic cohort
 #   make test   set up .venv with the test extras and reference tools, then run the tests
-#   make test-ml  the tests that need torch (nnU-Net v2 and MONAI read the exports); CI runs both
+#   make test-heavy  the heavy tests: torch (nnU-Net v2 and MONAI read the exports) and a
+#               one-node SLURM cluster (needs root); CI runs make test, then make test-heavy
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: demo test test-ml lint test-tools benchmark clean
+.PHONY: demo test test-heavy lint test-tools benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,11 +45,12 @@ lint: $(VENV)/.installed-test
 	$(BIN)/snakemake --lint --quiet all
 
 test: $(VENV)/.installed-test test-tools lint
-	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest -m "not ml"
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest -m "not ml and not slurm"
 
-# The exports checked by nnU-Net v2 and MONAI themselves (torch: ~2 min and 1.9 GB to install).
-test-ml: $(VENV)/.installed-ml
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -m ml
+# Heavy tests: the exports checked by nnU-Net v2 and MONAI themselves (torch: ~2 min and
+# 1.9 GB to install) and the pipeline on a one-node SLURM cluster (~2.5 min, needs root).
+test-heavy: $(VENV)/.installed-ml test-tools
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest -m "ml or slurm"
 
 benchmark: $(VENV)/.installed-test test-tools
 	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/python benchmarks/run_pipeline.py

@@ -3,7 +3,7 @@ cases, one grid for images and labels, hard links or copies, and the cohort layo
 (nnU-Net folders, dataset.json, splits_final.json, MONAI datalists) against the splits.
 
 nnU-Net's own integrity check, MONAI's loader and mlcroissant run on a pipeline output in
-tests/test_ml_exports.py (marked `ml`: they need torch; `make test-ml`).
+tests/test_ml_exports.py (marked `ml`: they need torch; `make test-heavy`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 integrity check and reader, MONAI's datalist loader and image transforms.
 
 Marked `ml`: torch, nnunetv2 and monai are the `ml` extra (~2 min and 1.9 GB to install,
-too heavy for `make test`); `make test-ml` installs them and runs these tests, CI runs both.
+too heavy for `make test`); `make test-heavy` installs them and runs these tests, CI runs both.
 The cohort has a patient with two sessions, a case without T2 (left out by the default rule)
 and enough cases for two folds and a test set.
 """
@@ -27,8 +27,8 @@ pytestmark = [pytest.mark.ml, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    pytest.importorskip("nnunetv2", reason="the ml extra is not installed: make test-ml")
-    pytest.importorskip("monai", reason="the ml extra is not installed: make test-ml")
+    pytest.importorskip("nnunetv2", reason="the ml extra is not installed: make test-heavy")
+    pytest.importorskip("monai", reason="the ml extra is not installed: make test-heavy")
     from metsprep.synth import generate_cohort
 
     root = tmp_path_factory.mktemp("ml")
