@@ -110,3 +110,17 @@ def test_default_config_builds_every_stage_settings(config):
     for section, cls in STAGE_SETTINGS.items():
         settings = cls.from_config(config[section])
         assert settings == cls.from_config(settings.to_config())
+
+
+def test_workflow_lists_agree_with_the_library():
+    """The workflow names the files of two rules without importing the library: the lists must agree."""
+    import ast
+
+    from metsprep.dataset_card import CATALOG_TABLES
+    from metsprep.qc_pages import ASSETS, NIIVUE_ASSET
+
+    common = (Path(__file__).resolve().parents[1] / "workflow" / "rules" / "common.smk").read_text()
+    values = {m.group(1): ast.literal_eval(m.group(2))
+              for m in re.finditer(r"^(CATALOG_TABLES|QC_ASSETS) = (\([^)]*\))", common, re.M)}
+    assert values["CATALOG_TABLES"] == CATALOG_TABLES
+    assert values["QC_ASSETS"] == (*ASSETS, NIIVUE_ASSET)
