@@ -87,6 +87,10 @@ def test_case_figures_and_report(tmp_path):
     for relative in [v["url"] for v in data["volumes"]] + [data["overlay"]]:
         assert (case_page.parent / relative).exists(), relative
     assert "../figures/sub-01_ses-01_lesions.png" in case_page.read_text() and "R_front" in case_page.read_text()
+    rows = json.loads(re.search(r"id='qc-data'>(.*?)</script>", text).group(1))["cases"]
+    pages = {r["case_id"]: r["page"] for r in rows}
+    assert pages["sub-09_ses-01"] is None  # excluded at matching: no page, no dead link
+    assert all((html_path.parent / page).exists() for page in pages.values() if page)
     assert "the T1C series has 3 missing slices in a row" in text
     assert "sub-09_ses-01" in text and "hemisphere_name_R_geometry_L" in text
 

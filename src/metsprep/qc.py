@@ -474,8 +474,9 @@ def build_report(
     ]))  # fmt: skip
     sections.append("</details>")
     sections.append(_deid_section(deid_parquet))
+    with_page = {p.stem for p in (html_dir / "cases").glob("*.html")}
     rows = index_rows(_records(cases), _records(series) if len(series) else [],
-                      _records(lesions) if len(lesions) else [])
+                      _records(lesions) if len(lesions) else [], with_page)
     write_assets(html_dir / "assets")
     out_html.parent.mkdir(parents=True, exist_ok=True)
     write_text(out_html, index_html(rows, summary_html, "\n".join(sections)))

@@ -114,7 +114,9 @@ INDEX_COLUMNS = (("case_id", "case"), ("status", "status"), ("n_flags", "flags")
 
 
 def index_rows(cases: Sequence[Mapping[str, Any]], series: Sequence[Mapping[str, Any]],
-               lesions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+               lesions: Sequence[Mapping[str, Any]], with_page: set[str] | None = None) -> list[dict[str, Any]]:
+    """One row per case for the index; ``with_page``: the cases that have a page (cases
+    excluded at matching have none), None: all."""
     series_by: dict[str, list[Mapping[str, Any]]] = {}
     for s in series:
         series_by.setdefault(str(s.get("case_id")), []).append(s)
@@ -129,7 +131,7 @@ def index_rows(cases: Sequence[Mapping[str, Any]], series: Sequence[Mapping[str,
         flags = review_flags(case, used, lesions_by.get(cid, []))
         confidences = [str(s.get("sequence_confidence")) for s in used if _present(s.get("sequence_confidence"))]
         rows.append({
-            "case_id": cid, "page": case_page_path(cid), "status": case.get("status"),
+            "case_id": cid, "page": case_page_path(cid) if with_page is None or cid in with_page else None, "status": case.get("status"),
             "status_reason": _json_value(case.get("status_reason")), "flags": flags, "n_flags": len(flags),
             "n_lesions": _json_value(case.get("n_lesions")),
             "total_lesion_volume_mm3": _json_value(case.get("total_lesion_volume_mm3")),

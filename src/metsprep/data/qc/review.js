@@ -127,7 +127,7 @@ function initIndex() {
     const fragment = document.createDocumentFragment();
     for (const r of rows) {
       const tr = el("tr", {class: r.flags.length ? "flagged" : "clean", "data-case": r.case_id},
-        el("td", {}, el("a", {href: r.page}, r.case_id)),
+        el("td", {}, r.page ? el("a", {href: r.page}, r.case_id) : r.case_id),
         el("td", {}, r.status), el("td", {}, r.n_flags), el("td", {class: "flags"}, r.flags.join(", ")),
         el("td", {}, r.n_lesions), el("td", {}, r.total_lesion_volume_mm3 == null ? "" : r.total_lesion_volume_mm3.toFixed(0)),
         el("td", {}, r.t1_registration_check_mm == null ? "" : r.t1_registration_check_mm.toFixed(2)),
