@@ -141,3 +141,13 @@ def test_review_command_refuses_a_folder_without_qc_pages(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["review", str(tmp_path)])
     assert "has no qc/index.html: run the pipeline first" in capsys.readouterr().err
+
+
+def test_vendored_niivue_is_the_version_its_notice_names():
+    from importlib import resources
+
+    from metsprep.qc_pages import NIIVUE_ASSET, NIIVUE_VERSION
+
+    folder = resources.files("metsprep") / "data" / "niivue"
+    assert f'{{version:"{NIIVUE_VERSION}"}}' in (folder / NIIVUE_ASSET).read_text(encoding="utf-8")
+    assert f"at version\n{NIIVUE_VERSION}" in (folder / "NOTICE.md").read_text()

@@ -250,11 +250,6 @@ def nnunet_dataset_json(settings: ExportSettings, n_training: int, max_label: in
     }
 
 
-def _place_all(pairs: Sequence[tuple[Path, Path]]) -> None:
-    for source, target in pairs:
-        _place(source, target, "hardlink")
-
-
 @dataclass(frozen=True)
 class ExportedCase:
     """One included case with its set (for the datasets and catalog/exports.parquet)."""
@@ -288,7 +283,8 @@ def write_nnunet(cases: Sequence[ExportedCase], settings: ExportSettings, n_fold
         pairs += [(safe_join(output_dir, str(c.file)), safe_join(output_dir, image))
                   for c, image in zip(case.result.channels, images)]
         pairs.append((safe_join(output_dir, str(case.result.label)), safe_join(output_dir, label)))
-    _place_all(pairs)
+    for source, target in pairs:
+        _place(source, target, "hardlink")
 
     training = [c for c in cases if c.split == "train"]
     max_label = max((c.result.max_label for c in cases), default=1)

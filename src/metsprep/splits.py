@@ -38,10 +38,6 @@ TRAIN = "train"
 MARGINS = ("all", "lesion_count_bin", "volume_bin", "scanner")
 
 
-def fold_set(fold: int) -> str:
-    return f"fold{fold}"
-
-
 @dataclass(frozen=True)
 class SplitCase:
     """What the split needs of one case (a row of cases.parquet, status ok)."""
