@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from metsprep.atomic import write_json, write_text
+from metsprep.layout import relative_to_output
 
 CATALOG_TABLES = ("inventory", "series", "cases", "lesions", "splits", "exports", "deid_audit")
 CROISSANT_CONTEXT: dict[str, Any] = {
@@ -290,7 +291,7 @@ def croissant_metadata(catalog: Catalog, output_dir: Path, title: str, version: 
         file_id = f"{table}.parquet"
         distribution.append({
             "@type": "cr:FileObject", "@id": file_id, "name": file_id,
-            "contentUrl": path.resolve().relative_to(output_dir.resolve()).as_posix(),
+            "contentUrl": relative_to_output(path, output_dir),
             "encodingFormat": "application/x-parquet", "sha256": _sha256(path)})
         schema = pq.read_schema(path)
         fields = []

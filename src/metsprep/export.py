@@ -39,7 +39,7 @@ import numpy as np
 
 from metsprep.atomic import atomic_path, write_json, write_nifti
 from metsprep.contracts import CaseSummary, Contract, Versioned
-from metsprep.layout import safe_join
+from metsprep.layout import relative_to_output, safe_join
 from metsprep.settings import ExportSettings
 
 #: nnU-Net channel index, name, and the cases.parquet column of its image.
@@ -323,7 +323,7 @@ def write_monai(cases: Sequence[ExportedCase], n_folds: int, output_dir: Path, o
     if len(out_jsons) != n_folds:
         raise ValueError(f"{len(out_jsons)} MONAI datalist paths for {n_folds} folds")
     for fold, path in enumerate(out_jsons):
-        json_dir = PurePosixPath(path.resolve().relative_to(output_dir.resolve())).parent.as_posix()
+        json_dir = PurePosixPath(relative_to_output(path, output_dir)).parent.as_posix()
         write_json(path, monai_datalist(cases, fold, json_dir))
 
 
@@ -382,16 +382,12 @@ def load_exported(result_jsons: Sequence[Path], splits_parquet: Path, cases_parq
     return results, splits, exported
 
 
-def _relative_to_output(path: Path, output_dir: Path) -> str:
-    return PurePosixPath(path.resolve().relative_to(output_dir.resolve())).as_posix()
-
-
 def export_nnunet(result_jsons: Sequence[Path], splits_parquet: Path, cases_parquet: Path, settings: ExportSettings,
                   n_folds: int, split_seed: int, output_dir: Path, out_dataset_dir: Path) -> None:
     from metsprep import __version__
 
     _, _, exported = load_exported(result_jsons, splits_parquet, cases_parquet)
-    write_nnunet(exported, settings, n_folds, output_dir, _relative_to_output(out_dataset_dir, output_dir),
+    write_nnunet(exported, settings, n_folds, output_dir, relative_to_output(out_dataset_dir, output_dir),
                  provenance(settings, split_seed, __version__))
 
 

@@ -141,6 +141,11 @@ def derivative_sidecar_spatial_reference(subject: str, session: str) -> dict[str
     return {"SpatialReference": f"bids:raw:{relative}"}
 
 
+def relative_to_output(path: Path, output_dir: Path) -> str:
+    """The inverse of `safe_join`: a path below `output_dir` as the catalog stores it (POSIX)."""
+    return Path(path).resolve().relative_to(Path(output_dir).resolve()).as_posix()
+
+
 def safe_join(output_dir: Path, relative: str) -> Path:
     """`output_dir / relative`, refusing anything that would land outside `output_dir`."""
     root = Path(output_dir).resolve()

@@ -436,7 +436,7 @@ def build_report(
     def link(path: Path) -> str | None:
         return os.path.relpath(path, html_dir).replace(os.sep, "/") if path.exists() else None
 
-    records = cases.to_dict("records")
+    records = _records(cases)
     summary = link(Path(out_summary_png))
     summary_html = (f"<h2>Cohort summary</h2><img loading='lazy' src='{html.escape(summary)}' alt='cohort summary'>"
                     if summary else "")
@@ -475,7 +475,7 @@ def build_report(
     sections.append("</details>")
     sections.append(_deid_section(deid_parquet))
     with_page = {p.stem for p in (html_dir / "cases").glob("*.html")}
-    rows = index_rows(_records(cases), _records(series) if len(series) else [],
+    rows = index_rows(records, _records(series) if len(series) else [],
                       _records(lesions) if len(lesions) else [], with_page)
     write_assets(html_dir / "assets")
     out_html.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def _present(value: Any) -> bool:
         return False
     if isinstance(value, float) and math.isnan(value):
         return False
-    if isinstance(value, (list, tuple)) or hasattr(value, "__len__") and not isinstance(value, str):
+    if not isinstance(value, str) and hasattr(value, "__len__"):  # lists, tuples, numpy arrays
         return len(value) > 0
     return value != ""
 
