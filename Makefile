@@ -45,12 +45,13 @@ lint: $(VENV)/.installed-test
 	$(BIN)/snakemake --lint --quiet all
 
 test: $(VENV)/.installed-test test-tools lint
-	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest -m "not ml and not slurm"
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest -m "not ml and not slurm and not heavy"
 
 # Heavy tests: the exports checked by nnU-Net v2 and MONAI themselves (torch: ~2 min and
-# 1.9 GB to install) and the pipeline on a one-node SLURM cluster (~2.5 min, needs root).
+# 1.9 GB to install), the pipeline on a one-node SLURM cluster (~2.5 min, needs root) and
+# the long end-to-end runs (hostile corpus, SIGKILL and resume, incremental runs: ~4.5 min).
 test-heavy: $(VENV)/.installed-ml test-tools
-	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest -m "ml or slurm"
+	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest -m "ml or slurm or heavy"
 
 benchmark: $(VENV)/.installed-test test-tools
 	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/python benchmarks/run_pipeline.py

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from pydicom.uid import generate_uid
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = ["duplicate_roi_number", "nan_contour", "text_contour", "self_intersecting", "foreign_frame",
