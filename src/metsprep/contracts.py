@@ -353,6 +353,47 @@ class RegisterResult(Versioned):
         return record if record is not None and not record.missing else None
 
 
+@dataclass(frozen=True)
+class StandardSpaceResult(Versioned):
+    """One case's T1C fitted to the MNI template (``metsprep.standard_space``)."""
+
+    schema_version: int
+    case_id: str
+    status: Status
+    status_reason: str | None
+    template: str
+    fitted: bool
+    reason: str | None  # why there is no fit (the case may still be ok)
+    flag: str | None  # why the fit may be wrong (kept; a person should look)
+    trusted: bool
+    transform: str | None  # the file that resamples the T1C into MNI space
+    brain_mask: str | None
+    mni_lps_from_t1c_lps: tuple[tuple[float, float, float, float], ...] | None  # the top 3 rows
+    scales: tuple[float, float, float] | None
+    metric_start: float | None
+    metric_after: float | None
+    check_disagreement_mm: float | None
+    brain_volume_ml: float | None
+    seconds: float | None
+
+    @classmethod
+    def not_fitted(cls, case_id: str, status: Status, status_reason: str | None, reason: str | None) -> StandardSpaceResult:
+        return cls(
+            schema_version=SCHEMA_VERSION, case_id=case_id, status=status, status_reason=status_reason,
+            template="MNI152NLin2009aSym", fitted=False, reason=reason, flag=None, trusted=False, transform=None,
+            brain_mask=None, mni_lps_from_t1c_lps=None, scales=None, metric_start=None, metric_after=None,
+            check_disagreement_mm=None, brain_volume_ml=None, seconds=None,
+        )  # fmt: skip
+
+    def matrix(self) -> Any:
+        """The 4x4 ``mni_lps_from_t1c_lps`` as a numpy array, or None without a fit."""
+        import numpy as np
+
+        if self.mni_lps_from_t1c_lps is None:
+            return None
+        return np.vstack([np.array(self.mni_lps_from_t1c_lps, dtype=float), [0.0, 0.0, 0.0, 1.0]])
+
+
 # ----------------------------------------------------------------------------- case summary
 
 

@@ -19,6 +19,7 @@ RAW_SUFFIX = {"T1C": "ce-gadolinium_T1w", "T1": "T1w", "T2": "T2w"}
 #: BIDS suffix of each moving sequence's registered image.
 MOVING_SUFFIX = {"T1": "T1w", "T2": "T2w"}
 SPACE = "T1wCE"
+TEMPLATE_SPACE = "MNI152NLin2009aSym"
 DERIVATIVE_NAME = "metsprep"
 _LABEL = re.compile(r"^[0-9A-Za-z]+$")
 _CASE_ID = re.compile(r"^sub-([0-9A-Za-z]+)_ses-([0-9A-Za-z]+)$")
@@ -66,6 +67,9 @@ class BidsPaths:
     lesion_mask_sidecar: str
     head_mask: str
     head_mask_sidecar: str
+    t1c_to_mni_transform: str
+    brain_mask: str
+    brain_mask_sidecar: str
 
 
 def bids_paths(subject: str, session: str) -> BidsPaths:
@@ -95,11 +99,14 @@ def bids_paths(subject: str, session: str) -> BidsPaths:
         lesion_mask_sidecar=f"{space}_desc-lesions_mask.json",
         head_mask=f"{space}_desc-head_mask.nii.gz",
         head_mask_sidecar=f"{space}_desc-head_mask.json",
+        t1c_to_mni_transform=f"{der_dir}/{stem}_from-{SPACE}_to-{TEMPLATE_SPACE}_mode-image_xfm.tfm",
+        brain_mask=f"{space}_desc-brain_mask.nii.gz",
+        brain_mask_sidecar=f"{space}_desc-brain_mask.json",
     )
 
 
 def stage_files(paths: BidsPaths, stage: str) -> set[str]:
-    """Every file a per-case stage (bids | rtss | register) may write for one case. The set a
+    """Every file a per-case stage (bids | rtss | register | standard_space) may write for one case. The set a
     run writes depends on the case (no T2, excluded), so these are not rule outputs; each
     stage removes the ones it did not write this time (`remove_stale`), so a rerun after a
     change never leaves a file of the previous run beside the new catalog."""
@@ -111,6 +118,8 @@ def stage_files(paths: BidsPaths, stage: str) -> set[str]:
     if stage == "rtss":
         return {paths.lesion_labels, paths.lesion_labels_tsv, paths.lesion_labels_sidecar, paths.lesion_mask,
                 paths.lesion_mask_sidecar, paths.head_mask, paths.head_mask_sidecar}  # fmt: skip
+    if stage == "standard_space":
+        return {paths.t1c_to_mni_transform, paths.brain_mask, paths.brain_mask_sidecar}
     raise ValueError(f"unknown stage {stage!r}")
 
 

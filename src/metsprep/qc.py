@@ -23,6 +23,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -374,6 +375,26 @@ def summary_figure(cases: Any, lesions: Any, output_dir: Path, path: Path) -> No
     plt.close(fig)
 
 
+def lesion_frequency_figure(frequency_kji: np.ndarray, template_kji: np.ndarray, n_cases: int, path: Path) -> None:
+    """Maximum projections of the MNI lesion-frequency map over the template's mean
+    projections (arrays indexed [k, j, i] of an LPS grid: i to the left, j posterior)."""
+    fig = _figure((12, 4.4))
+    axes = fig.subplots(1, 3)
+    peak = max(1, int(frequency_kji.max()))
+    views = [("axial", 0, "R ← → L", "A ↑ ↓ P"), ("coronal", 1, "R ← → L", "I ↓ ↑ S"), ("sagittal", 2, "A ← → P", "I ↓ ↑ S")]
+    for ax, (name, axis, xl, yl) in zip(axes, views, strict=True):
+        back = template_kji.mean(axis=axis)
+        front = np.ma.masked_equal(frequency_kji.max(axis=axis), 0)
+        origin = "upper" if name == "axial" else "lower"  # axial: anterior up; others: superior up
+        ax.imshow(back, cmap="gray", origin=origin)
+        shown = ax.imshow(front, cmap="YlOrRd", vmin=0, vmax=peak, origin=origin)
+        ax.set(title=f"{name} maximum projection", xlabel=xl, ylabel=yl, xticks=[], yticks=[])
+    fig.colorbar(shown, ax=list(axes), shrink=0.8, label="lesions covering the voxel")
+    fig.suptitle(f"Lesion frequency in MNI152 2009a space ({n_cases} cases; radiological view)", fontsize=11)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_with(path, lambda name: fig.savefig(name, dpi=80, format="png"))
+
+
 def _cell(value: Any, fmt: str | None = None) -> str:
     if isinstance(value, (list, tuple, np.ndarray)):
         return html.escape(", ".join(str(v) for v in value))
@@ -419,9 +440,10 @@ def _deid_section(deid_parquet: Path | None) -> str:
 
 def build_report(
     series_parquet: Path, cases_parquet: Path, lesions_parquet: Path, output_dir: Path, out_html: Path, out_summary_png: Path,
-    deid_parquet: Path | None = None,
+    deid_parquet: Path | None = None, cohort_figures: Sequence[tuple[str, Path]] = (),
 ) -> None:
-    """The cohort QC index qc/index.html (with qc/assets/) and its summary figure."""
+    """The cohort QC index qc/index.html (with qc/assets/) and its summary figure;
+    ``cohort_figures`` (title, PNG) are shown after it (lesion frequency, lesion tracks)."""
     import pandas as pd
 
     from metsprep.qc_pages import index_html, index_rows, write_assets
@@ -440,6 +462,10 @@ def build_report(
     summary = link(Path(out_summary_png))
     summary_html = (f"<h2>Cohort summary</h2><img loading='lazy' src='{html.escape(summary)}' alt='cohort summary'>"
                     if summary else "")
+    for title, png in cohort_figures:
+        src = link(Path(png))
+        if src:
+            summary_html += f"<h2>{html.escape(title)}</h2><img loading='lazy' src='{html.escape(src)}' alt='{html.escape(title)}'>"
     sections = ["<h2>Across the cohort</h2>"]
     excluded = [r for r in records if r.get("status") != "ok"]
     reasons: dict[str, int] = {}

@@ -107,7 +107,7 @@ MASK_SPACING_MM = 2.0
 STARTS_OPTIMISED = 2
 
 
-def _binned(image: sitk.Image, target_mm: float) -> sitk.Image:
+def binned(image: sitk.Image, target_mm: float) -> sitk.Image:
     """``image`` as float32, binned to about ``target_mm`` per axis where it is finer."""
     import SimpleITK as sitk
 
@@ -116,7 +116,7 @@ def _binned(image: sitk.Image, target_mm: float) -> sitk.Image:
     return sitk.BinShrink(image, factors) if any(f > 1 for f in factors) else image
 
 
-def _mask_centroid_lps(mask: sitk.Image) -> list[float]:
+def mask_centroid_lps(mask: sitk.Image) -> list[float]:
     import SimpleITK as sitk
 
     stats = sitk.LabelShapeStatisticsImageFilter()
@@ -124,7 +124,7 @@ def _mask_centroid_lps(mask: sitk.Image) -> list[float]:
     return list(stats.GetCentroid(1))
 
 
-def _mask_points_lps(mask: sitk.Image, n: int, seed: int) -> np.ndarray:
+def mask_points_lps(mask: sitk.Image, n: int, seed: int) -> np.ndarray:
     """Up to ``n`` voxel centres of a mask, in LPS mm (for comparing two transforms)."""
     import SimpleITK as sitk
 
@@ -193,10 +193,10 @@ class Pyramid:
     def of(cls, image: sitk.Image, settings: RegistrationSettings) -> Pyramid:
         import SimpleITK as sitk
 
-        levels = [_binned(image, mm) for mm in settings.levels_mm]
+        levels = [binned(image, mm) for mm in settings.levels_mm]
         # Always made: it places the rotation centre, the centroid start and the check's
         # points; whether it restricts the metric is `head_masks`.
-        mask = head_mask(_binned(image, MASK_SPACING_MM))
+        mask = head_mask(binned(image, MASK_SPACING_MM))
         fraction = float(sitk.GetArrayViewFromImage(mask).mean()) or 1.0
         return cls(levels, mask, fraction)
 
@@ -215,8 +215,8 @@ class FixedImage:
         start = time.perf_counter()
         with single_threaded_itk():
             pyramid = Pyramid.of(fixed, settings)
-            center = _mask_centroid_lps(pyramid.mask)
-            points = _mask_points_lps(pyramid.mask, 2000, settings.seed)
+            center = mask_centroid_lps(pyramid.mask)
+            points = mask_points_lps(pyramid.mask, 2000, settings.seed)
         return cls(pyramid, center, points, time.perf_counter() - start)
 
 
@@ -316,7 +316,7 @@ def _starts(settings: RegistrationSettings, center: list[float], fixed: Pyramid,
 
     # the identity (one Frame of Reference) and the head-centroid shift (moments; `center`
     # is the fixed head mask's centroid)
-    starts = [euler(), euler(shift=np.subtract(_mask_centroid_lps(moving.mask), center))]
+    starts = [euler(), euler(shift=np.subtract(mask_centroid_lps(moving.mask), center))]
     angle = settings.start_rotation_deg
     if angle > 0:
         for axis in range(3):

@@ -125,6 +125,34 @@ class RegistrationSettings(StageSettings):
             raise ValueError("samples_per_level needs one entry per level of levels_mm")
 
 
+@dataclass(frozen=True)
+class StandardSpaceSettings(StageSettings):
+    """The affine fit of the MNI template to each T1C; see docs/standard_space.md."""
+
+    section = "standard_space"
+    number_of_histogram_bins: int = 32
+    levels_mm: tuple[float, ...] = (8.0, 4.0, 2.0)  # similarity at all but the last, affine at the last
+    samples_per_level: tuple[int, ...] = (4000, 8000, 16000)
+    seed: int = 20261202
+    learning_rate: float = 1.0  # first step, in units of the level's spacing
+    min_step: float = 0.002  # in units of the level's spacing
+    relaxation_factor: float = 0.7
+    max_iterations: int = 200  # per level
+    # The independent check: the affine level again from a start moved by this much.
+    check_rotation_deg: float = 3.0
+    check_translation_mm: float = 4.0
+    check_scale_change: float = 0.03
+    max_disagreement_mm: float = 2.0
+    # Singular values of the fitted linear part outside this range are flagged.
+    scale_range: tuple[float, float] = (0.75, 1.35)
+
+    def __post_init__(self) -> None:
+        if len(self.levels_mm) < 2 or any(b > a for a, b in zip(self.levels_mm, self.levels_mm[1:])):
+            raise ValueError("levels_mm must list at least two levels, coarse to fine")
+        if len(self.samples_per_level) != len(self.levels_mm):
+            raise ValueError("samples_per_level needs one entry per level of levels_mm")
+
+
 #: Attributes a de-identified collection must not carry filled (DICOM PS3.15 Basic Profile
 #: items that are not needed by the pipeline).
 DEID_MUST_BE_EMPTY = (

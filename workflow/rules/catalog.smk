@@ -8,6 +8,7 @@ rule catalog_case:
         rtss=case_work("rtss.json"),
         rois=case_work("rois.parquet"),
         register=case_work("register.json"),
+        standard_space=case_work("standard_space.json"),
         vocabulary=package_data_or(
             config["location"]["vocabulary"], "location_vocabulary.yaml"
         ),

@@ -29,6 +29,10 @@ CATALOG_TABLES = (
 NNUNET_DATASET_DIR = "exports/nnunet/Dataset{:03d}_{}".format(
     config["export"]["dataset_id"], config["export"]["dataset_name"]
 )
+# The cohort's lesion-frequency map in MNI space (metsprep.standard_space).
+LESION_FREQUENCY_MAP = (
+    "standard_space/space-MNI152NLin2009aSym_res-2_desc-lesionfrequency.nii.gz"
+)
 MONAI_DATALISTS = [
     str(OUTPUT_DIR / f"exports/monai/fold{k}.json")
     for k in range(config["splits"]["n_folds"])
@@ -141,4 +145,5 @@ def get_final_outputs():
         out("catalog/README.md"),
         out("bids/dataset_description.json"),
         out("qc/index.html"),
+        out(LESION_FREQUENCY_MAP),
     ]

@@ -41,6 +41,7 @@ rule qc_report:
         deid=out("catalog/deid_audit.parquet"),
         figures=for_each_case("qc/figures/{case_id}_lesions.png"),
         pages=for_each_case("qc/cases/{case_id}.html"),
+        lesion_frequency=out("qc/figures/lesion_frequency.png"),
     output:
         html=out("qc/index.html"),
         assets=[out(f"qc/assets/{name}") for name in QC_ASSETS],

@@ -14,6 +14,7 @@ catalog_case(
     rtss_json=Path(snakemake.input.rtss),
     rois_parquet=Path(snakemake.input.rois),
     register_json=Path(snakemake.input.register),
+    standard_space_json=Path(snakemake.input.standard_space),
     settings=LocationSettings.from_config(snakemake.params.location),
     output_dir=Path(snakemake.params.output_dir),
     out_lesions=Path(snakemake.output.lesions),

@@ -43,6 +43,7 @@ from metsprep.contracts import (
     RegisterResult,
     RegistrationRecord,
     RtssResult,
+    StandardSpaceResult,
 )
 from metsprep.errors import CaseExcluded
 from metsprep.frames import Grid
@@ -60,6 +61,7 @@ def catalog_case(
     rtss_json: Path,
     rois_parquet: Path,
     register_json: Path,
+    standard_space_json: Path,
     settings: LocationSettings,
     output_dir: Path,
     out_lesions: Path,
@@ -69,7 +71,9 @@ def catalog_case(
     output_dir = Path(output_dir)
     plan, bids = CasePlan.read(plan_json), BidsResult.read(bids_json)
     rtss, register = RtssResult.read(rtss_json), RegisterResult.read(register_json)
+    standard = StandardSpaceResult.read(standard_space_json)
     case = case_row(plan, bids, rtss, register)
+    case.update(standard_space_columns(standard))
     status, reason, stage = _first_excluded([("bids", bids), ("rtss", rtss), ("register", register)])
     rois = _read_rois(rois_parquet)
     case["non_lesion_rois"] = [str(r["roi_name"]) for r in rois if not r["is_lesion"]]
@@ -81,6 +85,7 @@ def catalog_case(
         try:
             vocabulary = location.read_vocabulary(settings.vocabulary or None)
             rows, extra = _lesion_rows(case, [r for r in rois if r["is_lesion"]], output_dir, bids.images["T1C"].grid, vocabulary)
+            add_mni_columns(rows, standard)
             catalog_flags = extra.pop("catalog_flags")
             pixel_checks = extra.pop("pixel_checks")
         except CaseExcluded as exc:
@@ -90,7 +95,7 @@ def catalog_case(
     case["location_flags"] = [f"{r['roi_name']}: {r['location_flag']}" for r in rows if r.get("location_flag")]
     case["flags"] = _unique(
         list(plan.flags) + list(bids.flags) + list(rtss.flags) + list(register.flags)
-        + (["location_name_geometry_disagree"] if case["location_flags"] else []) + catalog_flags
+        + standard_space_flags(standard) + (["location_name_geometry_disagree"] if case["location_flags"] else []) + catalog_flags
     )  # fmt: skip
     case.update(status=status, status_reason=reason, excluded_at=stage)
     case.update(_case_totals(rows))
@@ -188,6 +193,47 @@ def _registration_columns(prefix: str, record: RegistrationRecord | None) -> dic
         f"{prefix}_registration_trusted": (record.flag is None) if record else None,
         f"{prefix}_registration_check_mm": record.check_disagreement_mm if record else None,
     }
+
+
+def standard_space_columns(result: StandardSpaceResult) -> dict[str, Any]:
+    """The case's columns from its fit to the MNI template."""
+    fitted = result.fitted
+    return {
+        "brain_mask_nifti": result.brain_mask,
+        "mni_transform": result.transform,
+        "mni_trusted": result.trusted if fitted else None,
+        "mni_flag": result.flag if fitted else result.reason,
+        "mni_check_mm": result.check_disagreement_mm,
+        "mni_scales": list(result.scales) if result.scales else None,
+        "brain_volume_ml": result.brain_volume_ml,
+    }
+
+
+def standard_space_flags(result: StandardSpaceResult) -> list[str]:
+    if result.status != "ok":
+        return []
+    if not result.fitted:
+        return ["standard_space_failed"]
+    return [] if result.trusted else ["standard_space_flag"]
+
+
+def add_mni_columns(rows: list[dict[str, Any]], result: StandardSpaceResult) -> None:
+    """Each lesion's centroid in MNI space, its hemisphere and region there, and on its own
+    row the reason these may be wrong (a flag on the case alone would not reach a lesion)."""
+    from metsprep.standard_space import hemisphere_of_mni_ras_x, mni_ras_of, region_of_mni_ras
+
+    matrix = result.matrix()
+    doubt = None if result.trusted else (
+        f"fit to the MNI template flagged: {result.flag}" if result.fitted else f"no fit to the MNI template: {result.reason}"
+    )  # fmt: skip
+    for row in rows:
+        centroid = [row.get(f"centroid_lps_{a}_mm") for a in "xyz"]
+        row["mni_flag"] = doubt
+        if matrix is None or any(v is None for v in centroid):
+            continue
+        x, y, z = (float(v) for v in mni_ras_of(np.array(centroid, dtype=float), matrix))
+        row.update(mni_x_mm=x, mni_y_mm=y, mni_z_mm=z, mni_hemisphere=hemisphere_of_mni_ras_x(x),
+                   mni_region=region_of_mni_ras(x, y, z))  # fmt: skip
 
 
 def _read_rois(path: Path) -> list[dict[str, Any]]:
