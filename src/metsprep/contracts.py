@@ -353,6 +353,14 @@ class RegisterResult(Versioned):
         return record if record is not None and not record.missing else None
 
 
+AffineRows = tuple[tuple[float, float, float, float], ...]
+
+
+def affine_rows(matrix: Any) -> AffineRows:
+    """The top three rows of a 4x4 affine, as a contract stores it."""
+    return tuple((float(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in list(matrix)[:3])
+
+
 @dataclass(frozen=True)
 class StandardSpaceResult(Versioned):
     """One case's T1C fitted to the MNI template (``metsprep.standard_space``)."""
@@ -368,7 +376,7 @@ class StandardSpaceResult(Versioned):
     trusted: bool
     transform: str | None  # the file that resamples the T1C into MNI space
     brain_mask: str | None
-    mni_lps_from_t1c_lps: tuple[tuple[float, float, float, float], ...] | None  # the top 3 rows
+    mni_lps_from_t1c_lps: AffineRows | None  # the top 3 rows
     scales: tuple[float, float, float] | None
     metric_start: float | None
     metric_after: float | None
@@ -392,6 +400,38 @@ class StandardSpaceResult(Versioned):
         if self.mni_lps_from_t1c_lps is None:
             return None
         return np.vstack([np.array(self.mni_lps_from_t1c_lps, dtype=float), [0.0, 0.0, 0.0, 1.0]])
+
+
+@dataclass(frozen=True)
+class SessionRegistrationResult(Versioned):
+    """A later session's T1C registered to the patient's first ok session (``metsprep.longitudinal``)."""
+
+    schema_version: int
+    case_id: str
+    baseline_case_id: str | None
+    registered: bool
+    reason: str | None  # why there is no registration
+    flag: str | None  # why it may be wrong (kept; a person should look)
+    trusted: bool
+    baseline_lps_from_session_lps: AffineRows | None  # the top 3 rows
+    check_disagreement_mm: float | None
+    rotation_deg: float | None
+    seconds: float | None
+
+    @classmethod
+    def none(cls, case_id: str, baseline_case_id: str | None, reason: str | None) -> SessionRegistrationResult:
+        return cls(
+            schema_version=SCHEMA_VERSION, case_id=case_id, baseline_case_id=baseline_case_id, registered=False,
+            reason=reason, flag=None, trusted=False, baseline_lps_from_session_lps=None, check_disagreement_mm=None,
+            rotation_deg=None, seconds=None,
+        )  # fmt: skip
+
+    def matrix(self) -> Any:
+        import numpy as np
+
+        if self.baseline_lps_from_session_lps is None:
+            return None
+        return np.vstack([np.array(self.baseline_lps_from_session_lps, dtype=float), [0.0, 0.0, 0.0, 1.0]])
 
 
 # ----------------------------------------------------------------------------- case summary

@@ -21,7 +21,7 @@ import pandas as pd
 from metsprep.atomic import write_json, write_text
 from metsprep.layout import relative_to_output
 
-CATALOG_TABLES = ("inventory", "series", "cases", "lesions", "splits", "exports", "deid_audit")
+CATALOG_TABLES = ("inventory", "series", "cases", "lesions", "splits", "exports", "deid_audit", "lesion_tracks")
 CROISSANT_CONTEXT: dict[str, Any] = {
     "@language": "en", "@vocab": "https://schema.org/", "sc": "https://schema.org/",
     "cr": "http://mlcommons.org/croissant/", "rai": "http://mlcommons.org/croissant/RAI/",

@@ -22,8 +22,8 @@ import html
 import logging
 import math
 import os
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -391,6 +391,46 @@ def lesion_frequency_figure(frequency_kji: np.ndarray, template_kji: np.ndarray,
         ax.set(title=f"{name} maximum projection", xlabel=xl, ylabel=yl, xticks=[], yticks=[])
     fig.colorbar(shown, ax=list(axes), shrink=0.8, label="lesions covering the voxel")
     fig.suptitle(f"Lesion frequency in MNI152 2009a space ({n_cases} cases; radiological view)", fontsize=11)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_with(path, lambda name: fig.savefig(name, dpi=80, format="png"))
+
+
+MAX_TRACK_PANELS = 24
+
+
+def lesion_tracks_figure(tracks_parquet: Path, path: Path) -> None:
+    """Per patient (up to MAX_TRACK_PANELS), each track's volume by session, the session's
+    response on top; a message where no patient has two sessions."""
+    import pyarrow.parquet as pq
+
+    rows = pq.ParquetFile(tracks_parquet).read().to_pylist()
+    patients = sorted({r["patient_id"] for r in rows})
+    if not patients:
+        _message_figure(path, "Lesions across sessions", "no patient has two ok sessions")
+        return
+    shown = patients[:MAX_TRACK_PANELS]
+    n_cols = min(4, len(shown))
+    n_rows = math.ceil(len(shown) / n_cols)
+    fig = _figure((3.4 * n_cols, 2.8 * n_rows))
+    axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
+    for ax, patient in zip(axes, shown, strict=False):
+        own = [r for r in rows if r["patient_id"] == patient]
+        sessions = sorted({r["session"] for r in own})
+        x_of = {s: i for i, s in enumerate(sessions)}
+        for track in sorted({r["track_id"] for r in own if r["track_id"]}):
+            points = sorted((x_of[r["session"]], r["volume_mm3"] or 0.0) for r in own if r["track_id"] == track)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, lw=1)
+        for s, i in x_of.items():
+            response = next((r["response"] for r in own if r["session"] == s), None)
+            ax.annotate(str(response or ""), (i, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(sessions)), [f"ses-{s}" for s in sessions], fontsize=7)
+        ax.set_ylabel("volume [mm³]", fontsize=7)
+        ax.set_title(str(patient), fontsize=8, pad=12)
+    for ax in axes[len(shown):]:
+        ax.set_visible(False)
+    more = f" (first {MAX_TRACK_PANELS} of {len(patients)} patients)" if len(patients) > len(shown) else ""
+    fig.suptitle(f"Lesion volume by session, one line per tracked lesion{more}", fontsize=10)
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     write_with(path, lambda name: fig.savefig(name, dpi=80, format="png"))
 

@@ -153,6 +153,18 @@ def translation_at(transform: sitk.Transform, point_lps: list[float]) -> dict[st
     return {"vector": vector.tolist(), "norm": float(np.linalg.norm(vector))}
 
 
+def affine_of(transform: Any) -> np.ndarray:
+    """The 4x4 matrix of an ITK matrix-offset transform (Euler, similarity, affine): the point
+    mapping, LPS mm to LPS mm."""
+    linear = np.array(transform.GetMatrix(), dtype=float).reshape(3, 3)
+    centre = np.array(transform.GetCenter(), dtype=float)
+    translation = np.array(transform.GetTranslation(), dtype=float)
+    matrix = np.eye(4)
+    matrix[:3, :3] = linear
+    matrix[:3, 3] = translation + centre - linear @ centre
+    return matrix
+
+
 def distance_p95_mm(a: sitk.Transform, b: sitk.Transform, points_lps: np.ndarray) -> float:
     """95th percentile of the distances between where two transforms put the same points."""
     pa = np.array([a.TransformPoint(tuple(map(float, p))) for p in points_lps])

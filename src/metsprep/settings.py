@@ -133,6 +133,8 @@ class StandardSpaceSettings(StageSettings):
     number_of_histogram_bins: int = 32
     levels_mm: tuple[float, ...] = (8.0, 4.0, 2.0)  # similarity at all but the last, affine at the last
     samples_per_level: tuple[int, ...] = (4000, 8000, 16000)
+    # the T1C divided by its smooth trend in the head before the fit (0: off)
+    flatten_sigma_mm: float = 20.0
     seed: int = 20261202
     learning_rate: float = 1.0  # first step, in units of the level's spacing
     min_step: float = 0.002  # in units of the level's spacing
@@ -151,6 +153,24 @@ class StandardSpaceSettings(StageSettings):
             raise ValueError("levels_mm must list at least two levels, coarse to fine")
         if len(self.samples_per_level) != len(self.levels_mm):
             raise ValueError("samples_per_level needs one entry per level of levels_mm")
+
+
+@dataclass(frozen=True)
+class LongitudinalSettings(StageSettings):
+    """Lesion tracking across a patient's sessions; see docs/longitudinal.md."""
+
+    section = "longitudinal"
+    # Bounds of the session-to-first-session registration (frames of reference differ).
+    max_rotation_deg: float = 30.0
+    max_translation_mm: float = 150.0
+    # Matching: centroid distance limit (or overlapping equivalent spheres) and the cost
+    # bonus for agreeing ROI names.
+    max_distance_mm: float = 10.0
+    name_bonus: float = 0.2
+    # Per-lesion status: smallest diameter change that counts (mm); a new lesion this large
+    # (longest axial diameter) is progression.
+    min_change_mm: float = 2.0
+    new_lesion_min_mm: float = 5.0
 
 
 #: Attributes a de-identified collection must not carry filled (DICOM PS3.15 Basic Profile

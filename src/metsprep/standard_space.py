@@ -45,11 +45,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from metsprep.atomic import write_json, write_with
-from metsprep.contracts import SCHEMA_VERSION, BidsResult, StandardSpaceResult
+from metsprep.contracts import SCHEMA_VERSION, BidsResult, StandardSpaceResult, affine_rows
 from metsprep.frames import LPS_FROM_RAS, apply_affine
 from metsprep.layout import TEMPLATE_SPACE, bids_paths, derivative_sidecar_spatial_reference, remove_stale
 from metsprep.masks import head_mask
-from metsprep.register import binned, distance_p95_mm, mask_centroid_lps, mask_points_lps, single_threaded_itk
+from metsprep.register import (
+    affine_of,
+    binned,
+    distance_p95_mm,
+    mask_centroid_lps,
+    mask_points_lps,
+    single_threaded_itk,
+)
 from metsprep.settings import StandardSpaceSettings
 
 if TYPE_CHECKING:
@@ -132,18 +139,7 @@ class TemplateFit:
 
     @property
     def mni_lps_from_t1c_lps(self) -> np.ndarray:
-        return affine_matrix(self.transform)
-
-
-def affine_matrix(transform: Any) -> np.ndarray:
-    """The 4x4 matrix of an ITK affine-like transform (point mapping, LPS mm)."""
-    linear = np.array(transform.GetMatrix(), dtype=float).reshape(3, 3)
-    centre = np.array(transform.GetCenter(), dtype=float)
-    translation = np.array(transform.GetTranslation(), dtype=float)
-    matrix = np.eye(4)
-    matrix[:3, :3] = linear
-    matrix[:3, 3] = translation + centre - linear @ centre
-    return matrix
+        return affine_of(self.transform)
 
 
 def fit_template(t1c: sitk.Image, settings: StandardSpaceSettings) -> TemplateFit:
@@ -222,11 +218,31 @@ def _perturbed(affine: Any, settings: StandardSpaceSettings) -> Any:
     return out
 
 
+def flattened(image: sitk.Image, sigma_mm: float) -> sitk.Image:
+    """``image`` divided by its smooth trend inside the head (a homomorphic bias correction):
+    a receive-coil bias field varies over centimetres, anatomy over millimetres, so the
+    Gaussian-weighted local mean of the head's voxels (``sigma_mm``) is the bias to remove."""
+    import SimpleITK as sitk
+
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    mask_image = sitk.Cast(head_mask(image), sitk.sitkFloat32)
+    mask = sitk.GetArrayFromImage(mask_image)
+    weight = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(mask_image, sigma_mm))
+    trend = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image * mask_image, sigma_mm)) / (weight + 1e-3)
+    level = float(np.median(trend[mask > 0])) if (mask > 0).any() else 1.0
+    values = sitk.GetArrayViewFromImage(image) * mask / np.maximum(trend, 1e-3 * level) * level
+    flat = sitk.GetImageFromArray(values.astype(np.float32))
+    flat.CopyInformation(image)
+    return flat
+
+
 def _fit_template(t1c: sitk.Image, settings: StandardSpaceSettings) -> TemplateFit:
     import SimpleITK as sitk
 
     atlas = template()
     fixed_levels = [binned(t1c, mm) for mm in settings.levels_mm]
+    if settings.flatten_sigma_mm > 0:
+        fixed_levels = [flattened(level, settings.flatten_sigma_mm) for level in fixed_levels]
     moving_levels = [binned(atlas.t1, mm) for mm in settings.levels_mm]
     mask = head_mask(binned(t1c, 2.0))
     centre = mask_centroid_lps(mask)
@@ -376,7 +392,7 @@ def _write_fit(
         schema_version=SCHEMA_VERSION, case_id=bids.case_id, status=bids.status, status_reason=bids.status_reason,
         template=TEMPLATE_SPACE, fitted=True, reason=None, flag=flag, trusted=flag is None,
         transform=paths.t1c_to_mni_transform, brain_mask=paths.brain_mask,
-        mni_lps_from_t1c_lps=tuple(tuple(float(v) for v in row) for row in matrix[:3]),  # type: ignore[arg-type]
+        mni_lps_from_t1c_lps=affine_rows(matrix),
         scales=fit.scales, metric_start=fit.metric_start, metric_after=fit.metric_after,
         check_disagreement_mm=round(fit.check_disagreement_mm, 3), brain_volume_ml=round(brain_ml, 1),
         seconds=round(fit.seconds, 3),

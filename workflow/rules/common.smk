@@ -24,6 +24,7 @@ CATALOG_TABLES = (
     "splits",
     "exports",
     "deid_audit",
+    "lesion_tracks",
 )
 # Model-training exports (paths below the output folder).
 NNUNET_DATASET_DIR = "exports/nnunet/Dataset{:03d}_{}".format(
@@ -104,6 +105,29 @@ def per_case(name):
     return for_each_case(f"work/cases/{{case_id}}/{name}")
 
 
+def earlier_sessions(case_id):
+    """The cases of the same subject with an earlier session label (date order)."""
+    subject, session = case_id.split("_ses-")
+    return [
+        c for c in get_case_ids() if c.startswith(subject + "_ses-") and c < case_id
+    ]
+
+
+def get_earlier_session_bids(wildcards):
+    return [
+        out(f"work/cases/{c}/bids.json") for c in earlier_sessions(wildcards.case_id)
+    ]
+
+
+def get_session_registrations(wildcards=None):
+    """One session registration for every case that is not its subject's first session."""
+    return [
+        out(f"work/cases/{c}/session_registration.json")
+        for c in get_case_ids()
+        if earlier_sessions(c)
+    ]
+
+
 def ratings_file():
     """The reviewers' decisions (config qc.ratings; relative paths below the output folder)."""
     path = Path(config["qc"]["ratings"])
@@ -146,4 +170,5 @@ def get_final_outputs():
         out("bids/dataset_description.json"),
         out("qc/index.html"),
         out(LESION_FREQUENCY_MAP),
+        out("catalog/lesion_tracks.parquet"),
     ]

@@ -42,6 +42,7 @@ rule qc_report:
         figures=for_each_case("qc/figures/{case_id}_lesions.png"),
         pages=for_each_case("qc/cases/{case_id}.html"),
         lesion_frequency=out("qc/figures/lesion_frequency.png"),
+        lesion_tracks=out("qc/figures/lesion_tracks.png"),
     output:
         html=out("qc/index.html"),
         assets=[out(f"qc/assets/{name}") for name in QC_ASSETS],

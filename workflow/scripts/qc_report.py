@@ -15,5 +15,8 @@ build_report(
     output_dir=Path(snakemake.params.output_dir),
     out_html=Path(snakemake.output.html),
     out_summary_png=Path(snakemake.output.summary),
-    cohort_figures=[("Lesion frequency in MNI space", Path(snakemake.input.lesion_frequency))],
+    cohort_figures=[
+        ("Lesion frequency in MNI space", Path(snakemake.input.lesion_frequency)),
+        ("Lesions across each patient's sessions", Path(snakemake.input.lesion_tracks)),
+    ],
 )

@@ -21,6 +21,7 @@ from metsprep.catalog.schemas import (
     CASE_COLUMNS,
     EXPORT_COLUMNS,
     LESION_COLUMNS,
+    LESION_TRACK_COLUMNS,
     MATCH_ONLY_CASE_COLUMNS,
     SERIES_COLUMNS,
     SPLIT_COLUMNS,
@@ -107,6 +108,7 @@ def build_catalog(
         # written after the catalog (metsprep.splits, metsprep.export), described here with the rest
         "splits": table_schema(SPLIT_COLUMNS, "splits"),
         "exports": table_schema(EXPORT_COLUMNS, "exports"),
+        "lesion_tracks": table_schema(LESION_TRACK_COLUMNS, "lesion_tracks"),
     }
     write_text(out_dictionary, data_dictionary(schemas))
 

@@ -259,6 +259,28 @@ EXPORT_COLUMNS: list[Column] = [
 ]
 
 #: Columns of the cases table that only the match stage knows (merged in by the catalog).
+LESION_TRACK_COLUMNS: list[Column] = [
+    _c("patient_id", S, "DICOM Patient ID (0010,0020)"),
+    _c("track_id", S, "The same lesion across the patient's sessions: <patient_id>-T<nn>, numbered in order of first appearance; null for a lesion that could not be matched (its session has no registration to the first)"),
+    _c("case_id", S, "The session's case (sub-<subject>_ses-<session>)"),
+    _c("session", S, "BIDS session label (sessions in date order)"),
+    _c("roi_number", INT, "ROI Number of the lesion in this session's RT Structure Set; null on a gone row"),
+    _c("roi_name", S, "ROI Name in this session (names may change between sessions)"),
+    _c("status", S, "baseline (first session), new, stable, shrinking, growing (thresholds in docs/longitudinal.md), gone (no lesion of this track in this session)"),
+    _c("volume_mm3", F, "Lesion volume in this session (lesions.parquet volume_mm3); 0 when gone", "mm3"),
+    _c("longest_axial_diameter_mm", F, "RANO-BM longest axial diameter in this session; 0 when gone", "mm"),
+    _c("first_session_lps_x_mm", F, "Lesion centroid in the patient's first session's T1C frame (LPS x), through the session registration", "mm"),
+    _c("first_session_lps_y_mm", F, "... LPS y", "mm"),
+    _c("first_session_lps_z_mm", F, "... LPS z", "mm"),
+    _c("match_distance_mm", F, "Distance between this lesion and the track's last position (first session frame); null when not matched", "mm"),
+    _c("diameter_change_since_first_mm", F, "Longest axial diameter now minus at the track's first session", "mm"),
+    _c("diameter_change_since_nadir_mm", F, "Longest axial diameter now minus the track's smallest earlier value", "mm"),
+    _c("is_target", B, "A RANO-BM target lesion: measurable (>= 10 mm) at the first session, among the 5 largest"),
+    _c("session_sum_longest_diameters_mm", F, "Sum of the target lesions' longest axial diameters in this session (RANO-BM SLD)", "mm"),
+    _c("response", S, "RANO-BM-style response of the session (same on every row of the session): baseline, CR, PR, SD, PD, NE (docs/longitudinal.md)"),
+    _c("track_flag", S, "Why this row may be wrong: the session registration was flagged or missing, or the lesion's contours were partial; null otherwise"),
+]
+
 MATCH_ONLY_CASE_COLUMNS = ("study_date", "study_time", "n_rtss")
 
 SORT_KEYS = {
@@ -267,6 +289,7 @@ SORT_KEYS = {
     "lesions": ["case_id", "roi_number"],
     "splits": ["case_id"],
     "exports": ["case_id"],
+    "lesion_tracks": ["patient_id", "session", "track_id"],
 }
 TABLE_DESCRIPTIONS = {
     "inventory": "One row per input file (written by the scan stage).",
@@ -277,6 +300,8 @@ TABLE_DESCRIPTIONS = {
                "the strata it was balanced by (metsprep.splits, docs/exports.md)."),
     "exports": ("One row per case: whether it is in the nnU-Net dataset and MONAI datalists, where its files "
                 "are, and why it was left out or what was done to it (metsprep.export)."),
+    "lesion_tracks": ("One row per lesion per session of every patient with at least two ok sessions, and one per "
+                      "track in each session it is gone from (metsprep.longitudinal, docs/longitudinal.md)."),
     "deid_audit": ("One row per input file and de-identification finding (config `deid`): what the file still "
                    "carries that the profile forbids. Never the value itself. No rows: every file is clean."),
 }

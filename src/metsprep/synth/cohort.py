@@ -58,7 +58,7 @@ LAYOUTS = ("per_case", "nested", "flat")
 SEQUENCES = ("T1C", "T1", "T2")
 KNOWN_OPTIONS = {
     "tilt_deg", "matrix", "missing_slice", "rescale", "transfer_syntax", "n_lesions", "lesions",
-    "omit_series", "contrast_agent", "regenerate_uids", "studies",
+    "omit_series", "contrast_agent", "regenerate_uids", "studies", "longitudinal",
     # acquisition stress options (see STRESS_OPTIONS)
     "motion", "fov_offset_mm", "coverage", "thickness_mm", "gap_mm", "series_matrix", "series_fov_mm",
     "slice_order", "bias_scale", "noise_scale", "contrast",
@@ -278,15 +278,17 @@ def _place_lesions(
     pose: np.ndarray,
     scale: float,
     t1c: StackGeometry,
+    avoid: list[Lesion] | None = None,
 ) -> list[tuple[Lesion, dict[str, Any]]]:
-    """Place lesions (largest first) in brain tissue, inside the T1C slab, not overlapping."""
+    """Place lesions (largest first) in brain tissue, inside the T1C slab, not overlapping
+    each other or the lesions in ``avoid``."""
     cand_lps, cand_depth, _ = anatomy.brain_candidates()
     maps = anatomy.tissue_maps()
     mni_ijk_from_t1c = np.linalg.inv(maps.lps_from_ijk) @ np.linalg.inv(pose)
     cand_t1c = apply_affine(pose, cand_lps)
     in_slab = _inside_fov(t1c, cand_t1c, 0.0)
     off_midline = np.abs(cand_lps[:, 0]) >= 6.0
-    placed: list[tuple[Lesion, dict[str, Any]]] = []
+    placed: list[tuple[Lesion, dict[str, Any]]] = [(les, {}) for les in avoid or []]
     order = sorted(range(len(requests)), key=lambda i: -requests[i]["diameter_mm"])
     result: dict[int, tuple[Lesion, dict[str, Any]]] = {}
     for idx in order:
@@ -341,6 +343,13 @@ def _anatomical_labels(lesion: Lesion, pose: np.ndarray, rng: np.random.Generato
         "site": anatomy.site_name(region, x, y, z, rng),
         "centre_mni_ras_mm": [float(x), float(y), float(z)],
     }
+
+
+def _renamed(name: str) -> str:
+    """Another planner's name for the same lesion: a shorter site and a suffix
+    (L_parietal -> L_par_recurr)."""
+    side, _, site = name.partition("_")
+    return f"{side}_{site[:3] or 'les'}_recurr"
 
 
 def _roi_name(labels: dict[str, Any], rng: np.random.Generator, used: set[str]) -> str:
@@ -704,23 +713,23 @@ def _study_lesions(
     t1c, pose, scale = frame.stacks["T1C"], frame.pose, frame.scale
     if anatomical_lesions is None:
         placed = _place_lesions(lesion_rng, requests, pose, scale, t1c)
-        anatomical_lesions = [
-            {
-                "centre_mni_lps": apply_affine(frame.mni_lps_from_t1c, les.centre_lps),
-                "radius_mni": les.radius_mm / scale,
-                "terms_mni": [ShapeTerm(t.degree, tuple(frame.mni_lps_from_t1c[:3, :3] @ np.asarray(t.axis) * scale), t.coefficient)
-                              for t in les.terms],
-                "lesion": les, "info": info,
-            }
-            for les, info in placed
-        ]  # fmt: skip
+        for track, (_, info) in enumerate(placed):
+            info.update(track=track, first_study_index=ctx.study_index)
+        anatomical_lesions = [_anatomical_entry(frame, les, info) for les, info in placed]
         return [(a["lesion"], a["info"]) for a in anatomical_lesions], anatomical_lesions
     growth_rng = np.random.default_rng(ctx.study["lesion_growth_seed"])
+    changes = _longitudinal_changes(ctx, len(anatomical_lesions))
     lesions = []
     rot = pose[:3, :3] / scale
-    for a in anatomical_lesions:
+    for track, a in enumerate(anatomical_lesions):
         base = a["lesion"]
-        for growth in (float(growth_rng.uniform(0.6, 1.2)), 0.8, 0.6, 0.4):
+        drawn = float(growth_rng.uniform(0.6, 1.2))  # drawn for every lesion: the other draws stay as they were
+        if track in changes["gone"]:
+            a["gone_from"] = ctx.study_index
+        if a.get("gone_from") is not None and ctx.study_index >= a["gone_from"]:
+            continue  # resolved after treatment: no contour from this session on
+        first = changes["growth"].get(track, drawn)
+        for growth in (first, 0.8, 0.6, 0.4):
             les = Lesion(apply_affine(pose, a["centre_mni_lps"]), a["radius_mni"] * scale * growth,
                          [ShapeTerm(t.degree, tuple(rot @ np.asarray(t.axis)), t.coefficient) for t in a["terms_mni"]],
                          base.ring_enhancing, base.core_fraction, base.oedema_extent)  # fmt: skip
@@ -728,8 +737,57 @@ def _study_lesions(
                 break
         s, lo, hi = _slab_interval(t1c, les.centre_lps)
         if lo + les.max_radius_mm + t1c.slice_spacing < s < hi - les.max_radius_mm - t1c.slice_spacing:
-            lesions.append((les, dict(a["info"], growth_factor=growth)))
+            renamed = track in changes["rename"]
+            lesions.append((les, dict(a["info"], growth_factor=growth, renamed=renamed)))
+    if changes["new"]:
+        new_rng = np.random.default_rng(np.random.SeedSequence([ctx.patient["lesion_rng_seed"], 13, ctx.study_index]))
+        placed = _place_lesions(new_rng, changes["new"], pose, scale, t1c, avoid=[les for les, _ in lesions])
+        for les, info in placed:
+            info.update(track=len(anatomical_lesions), first_study_index=ctx.study_index)
+            anatomical_lesions.append(_anatomical_entry(frame, les, info))
+            lesions.append((les, info))
     return lesions, anatomical_lesions
+
+
+def _anatomical_entry(frame: StudyFrame, les: Lesion, info: dict[str, Any]) -> dict[str, Any]:
+    """A lesion in MNI terms, so that later sessions can place it in their own pose."""
+    scale = frame.scale
+    return {
+        "centre_mni_lps": apply_affine(frame.mni_lps_from_t1c, les.centre_lps),
+        "radius_mni": les.radius_mm / scale,
+        "terms_mni": [ShapeTerm(t.degree, tuple(frame.mni_lps_from_t1c[:3, :3] @ np.asarray(t.axis) * scale), t.coefficient)
+                      for t in les.terms],
+        "lesion": les, "info": info,
+    }  # fmt: skip
+
+
+def _longitudinal_changes(ctx: StudyContext, n_tracks: int) -> dict[str, Any]:
+    """What happens to a patient's lesions at this (later) session: option `longitudinal`.
+
+    A mapping {study_index: {"gone": [track, ...], "growth": {track: radius factor},
+    "rename": [track, ...], "new": [{"diameter_mm": d}, ...]}} (tracks: 0-based, in order of
+    first appearance; growth relative to the first appearance), or true: drawn per later
+    session (each lesion gone with p 0.15, renamed with p 0.25, radius x 0.5-1.5; new
+    lesions Poisson(0.5)). Without it, nothing goes or comes and growth is drawn 0.6-1.2."""
+    none: dict[str, Any] = {"gone": set(), "growth": {}, "rename": set(), "new": []}
+    spec = ctx.opts.get("longitudinal")
+    if not spec or ctx.study_index == 0:
+        return none
+    if spec is True:
+        rng = np.random.default_rng(np.random.SeedSequence([ctx.patient["lesion_rng_seed"], 17, ctx.study_index]))
+        return {
+            "gone": {t for t in range(n_tracks) if rng.random() < 0.15},
+            "growth": {t: float(rng.uniform(0.5, 1.5)) for t in range(n_tracks)},
+            "rename": {t for t in range(n_tracks) if rng.random() < 0.25},
+            "new": [{"diameter_mm": float(d)} for d in draw_diameters_mm(rng, int(rng.poisson(0.5)))],
+        }
+    here = dict(spec.get(str(ctx.study_index)) or spec.get(ctx.study_index) or {})
+    return {
+        "gone": {int(t) for t in here.get("gone", [])},
+        "growth": {int(t): float(f) for t, f in (here.get("growth") or {}).items()},
+        "rename": {int(t) for t in here.get("rename", [])},
+        "new": [dict(r) for r in here.get("new", [])],
+    }
 
 
 def _descriptions(ctx: StudyContext) -> dict[str, str]:
@@ -938,7 +996,15 @@ def _write_structure_set(
         if not contours:  # falls between two slice planes: nobody could have drawn it
             lesions_without_contours.append({"centre_lps_mm": _vec(les.centre_lps), "true_volume_mm3": les.true_volume_mm3()})
             continue
-        name = info.get("roi_name") or _roi_name(labels, label_rng, used_names)
+        if ctx.opts.get("longitudinal") and info.get("track_name"):
+            # the planner reuses a lesion's first name at later sessions, unless it renames it
+            name = _renamed(info["track_name"]) if info.get("renamed") else info["track_name"]
+            while name in used_names:
+                name += "b"
+        else:
+            name = info.get("roi_name") or _roi_name(labels, label_rng, used_names)
+            if ctx.opts.get("longitudinal"):
+                info["track_name"] = name
         used_names.add(name)
         lesion_truth.append(_lesion_truth(les, info, labels, contours, t1c, roi_number, name, patient))
         rois.append(Roi(roi_number, name, patient["interpreted_type_lesion"], ROI_COLORS[(roi_number - 1) % len(ROI_COLORS)], contours))
@@ -1022,6 +1088,9 @@ def _lesion_truth(
         "core_fraction": les.core_fraction,
         "oedema_extent": les.oedema_extent,
         "growth_factor": info.get("growth_factor"),
+        "track_id": f"T{int(info['track']) + 1:02d}" if info.get("track") is not None else None,
+        "first_study_index": info.get("first_study_index"),
+        "renamed": bool(info.get("renamed")),
         "shape_terms": [{"degree": t.degree, "axis_lps": list(t.axis), "coefficient": t.coefficient} for t in les.terms],
         "interpreted_type": patient["interpreted_type_lesion"],
     }
