@@ -30,6 +30,8 @@ from metsprep.contracts import (
     RtssPlan,
     RtssResult,
     SeriesPlan,
+    StandardSpaceResult,
+    affine_rows,
 )
 from metsprep.frames import RAS_FROM_LPS
 from metsprep.match import CASE_COLUMNS as MATCH_CASE_COLUMNS
@@ -135,7 +137,11 @@ def _save(path: Path, data: np.ndarray, ras_from_ijk: np.ndarray) -> None:
     nib.save(nib.Nifti1Image(data, ras_from_ijk), str(path))
 
 
-def make_case(root: Path, case_id: str = "sub-01_ses-01", *, with_t2: bool = True, with_head: bool = True,
+# A made-up fit to the template: MNI LPS = T1C LPS shifted; MNI RAS = flip of x and y.
+MNI_LPS_FROM_T1C_LPS = np.array([[1.0, 0, 0, 10.0], [0, 1.0, 0, -20.0], [0, 0, 1.0, 5.0], [0, 0, 0, 1.0]])
+
+
+def make_case(root: Path, case_id: str = "sub-01_ses-01", *, mni_flag: str | None = None, with_t2: bool = True, with_head: bool = True,
               lesions: bool = True, head_shift_mm: float = 12.0) -> dict[str, Path]:  # fmt: skip
     """A small case on a 1 x 1 x 2 mm grid whose head is off the image centre, with two
     lesions (one on the patient's left named 'R_front' on purpose, one on the right)."""
@@ -207,6 +213,12 @@ def make_case(root: Path, case_id: str = "sub-01_ses-01", *, with_t2: bool = Tru
             center_lps=(0.0, 0.0, 0.0), seconds=1.0, check_disagreement_mm=0.1,
         )  # fmt: skip
     register = RegisterResult(SCHEMA_VERSION, case_id, "ok", None, (), {"T1": None, "T2": t2})
+    standard = StandardSpaceResult(
+        schema_version=SCHEMA_VERSION, case_id=case_id, status="ok", status_reason=None, template="MNI152NLin2009aSym",
+        fitted=True, reason=None, flag=mni_flag, trusted=mni_flag is None, transform="mni.tfm", brain_mask="brain.nii.gz",
+        mni_lps_from_t1c_lps=affine_rows(MNI_LPS_FROM_T1C_LPS), scales=(1.0, 1.0, 1.0), metric_start=-0.3,
+        metric_after=-0.6, check_disagreement_mm=0.2, brain_volume_ml=1200.0, seconds=1.0,
+    )  # fmt: skip
     rois = [
         {"roi_number": 1, "roi_name": "*Skull", "label": None, "is_lesion": False, "contour_volume_mm3": 1.0e6, "n_contours": 40},
         {"roi_number": 3, "roi_name": "R_front", "label": 1, "is_lesion": True, "contour_volume_mm3": 900.0, "n_contours": 6},
@@ -218,8 +230,9 @@ def make_case(root: Path, case_id: str = "sub-01_ses-01", *, with_t2: bool = Tru
     if not lesions:
         rois = rois[:1]
     files = {"plan": work / "plan.json", "bids": work / "bids.json", "rtss": work / "rtss.json", "register": work / "register.json",
+             "standard_space": work / "standard_space.json",
              "rois": work / "rois.parquet", "lesions": work / "lesions.parquet", "case": work / "case.json"}  # fmt: skip
-    for key, result in (("plan", plan), ("bids", bids), ("rtss", rtss), ("register", register)):
+    for key, result in (("plan", plan), ("bids", bids), ("rtss", rtss), ("register", register), ("standard_space", standard)):
         result.write(files[key])
     write_roi_table(rois, ROI_COLUMNS, files["rois"])  # the rtss stage's own table writer
     return files
@@ -228,7 +241,8 @@ def make_case(root: Path, case_id: str = "sub-01_ses-01", *, with_t2: bool = Tru
 def run_case(root: Path, files: dict[str, Path]) -> tuple[dict, pd.DataFrame]:
     catalog_case(
         plan_json=files["plan"], bids_json=files["bids"], rtss_json=files["rtss"], rois_parquet=files["rois"],
-        register_json=files["register"], settings=LocationSettings(), output_dir=root,
+        register_json=files["register"], standard_space_json=files["standard_space"], settings=LocationSettings(),
+        output_dir=root,
         out_lesions=files["lesions"], out_case=files["case"],
     )  # fmt: skip
     return CaseSummary.read(files["case"]).row, pd.read_parquet(files["lesions"])
@@ -258,6 +272,17 @@ def test_catalog_case_constructed(tmp_path):
     assert big["distance_to_head_surface_mm"] == pytest.approx(30 - 15 - 6, abs=1.5)
     assert case["n_lesions"] == 2 and case["total_lesion_volume_mm3"] == pytest.approx(lesions["volume_mm3"].sum())
     assert case["t2_translation_mm"] == 3.0 and case["t1_metric_after"] is None
+    # the MNI centroid through the case's fit, in RAS; trusted, so no lesion doubt
+    assert (big["mni_x_mm"], big["mni_y_mm"], big["mni_z_mm"]) == pytest.approx(
+        (-(big["centroid_lps_x_mm"] + 10.0), -(big["centroid_lps_y_mm"] - 20.0), big["centroid_lps_z_mm"] + 5.0))
+    assert pd.isna(big["mni_flag"]) and case["mni_trusted"] is True and case["brain_volume_ml"] == 1200.0
+
+
+def test_a_flagged_template_fit_reaches_every_lesion_row(tmp_path):
+    files = make_case(tmp_path, mni_flag="a second fit from a perturbed start ended 4.1 mm away")
+    case, lesions = run_case(tmp_path, files)
+    assert case["mni_trusted"] is False and "standard_space_flag" in case["flags"]
+    assert all("4.1 mm away" in flag for flag in lesions["mni_flag"])
     assert case["midsagittal_point_lps_x_mm"] == pytest.approx(12.0, abs=0.5)
     assert any("R_front" in f for f in case["location_flags"])
 
@@ -337,11 +362,12 @@ def test_build_catalog_schema_and_dictionary(tmp_path):
     assert list(series["case_id"].isna()) == [False, True]  # nulls last
     assert series.loc[0, "nifti"].endswith("_ce-gadolinium_T1w.nii.gz") and pd.isna(series.loc[1, "nifti"])
     # the dictionary is exactly what the written schemas generate
-    from metsprep.catalog.schemas import EXPORT_COLUMNS, SPLIT_COLUMNS, table_schema
+    from metsprep.catalog.schemas import EXPORT_COLUMNS, LESION_TRACK_COLUMNS, SPLIT_COLUMNS, table_schema
     from metsprep.deid import AUDIT_SCHEMA
 
     schemas = {t: pq.read_schema(out[t]) for t in ("inventory", "series", "cases", "lesions")}
-    later = {"splits": table_schema(SPLIT_COLUMNS, "splits"), "exports": table_schema(EXPORT_COLUMNS, "exports")}
+    later = {"splits": table_schema(SPLIT_COLUMNS, "splits"), "exports": table_schema(EXPORT_COLUMNS, "exports"),
+             "lesion_tracks": table_schema(LESION_TRACK_COLUMNS, "lesion_tracks")}
     assert out["dictionary"].read_text() == data_dictionary({**schemas, "deid_audit": AUDIT_SCHEMA, **later})
     assert "| `sequence_rule` | string |" in out["dictionary"].read_text()
 

@@ -16,22 +16,31 @@ from metsprep.contracts import (
     ContractError,
     RegisterResult,
     RtssResult,
+    StandardSpaceResult,
 )
 
 import stages
 
-CONTRACTS = {"plan": CasePlan, "bids": BidsResult, "rtss": RtssResult, "register": RegisterResult, "case": CaseSummary}
+CONTRACTS = {"plan": CasePlan, "bids": BidsResult, "rtss": RtssResult, "register": RegisterResult,
+             "standard_space": StandardSpaceResult, "case": CaseSummary}
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One synthetic case through match, bids, rtss, register and catalog_case, each stage
+    """One synthetic case through match, bids, rtss, register, standard_space and catalog_case, each stage
     reading the files the previous one really wrote."""
     from metsprep.bids import convert_case
     from metsprep.catalog.case import catalog_case
     from metsprep.register import register_case
     from metsprep.rtss import rasterize_case
-    from metsprep.settings import BidsSettings, LocationSettings, RegistrationSettings, RtssSettings
+    from metsprep.settings import (
+        BidsSettings,
+        LocationSettings,
+        RegistrationSettings,
+        RtssSettings,
+        StandardSpaceSettings,
+    )
+    from metsprep.standard_space import standard_space_case
     from metsprep.synth import generate_cohort
 
     root = tmp_path_factory.mktemp("chain")
@@ -39,13 +48,14 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (case_id, plan), = stages.match_plans(root / "cohort" / "dicom", root / "match").items()
     assert case_id == stages.truth_case_id(truth["cases"][0])
     out, work = root / "out", root / "out" / "work" / "cases" / case_id
-    files = {"plan": plan, **{k: work / f"{k}.json" for k in ("bids", "rtss", "register", "case")}}
+    files = {"plan": plan, **{k: work / f"{k}.json" for k in ("bids", "rtss", "register", "standard_space", "case")}}
     convert_case(plan, out, files["bids"], BidsSettings())
     rasterize_case(plan, files["bids"], out, files["rtss"], work / "rois.parquet", work / "contours.parquet",
                    RtssSettings())  # fmt: skip
     register_case(files["bids"], out, files["register"], RegistrationSettings(levels_mm=(4.0, 2.0), samples_per_level=(4000, 8000)))
-    catalog_case(plan, files["bids"], files["rtss"], work / "rois.parquet", files["register"], LocationSettings(),
-                 out, work / "lesions.parquet", files["case"])  # fmt: skip
+    standard_space_case(files["bids"], out, files["standard_space"], StandardSpaceSettings())
+    catalog_case(plan, files["bids"], files["rtss"], work / "rois.parquet", files["register"], files["standard_space"],
+                 LocationSettings(), out, work / "lesions.parquet", files["case"])  # fmt: skip
     return {**files, "out": out}
 
 

@@ -262,5 +262,6 @@ class ExportSettings(StageSettings):
 #: The library's settings class of each config section (the others are the workflow's).
 STAGE_SETTINGS: dict[str, type[StageSettings]] = {
     cls.section: cls for cls in (MatchSettings, BidsSettings, RtssSettings, LocationSettings, RegistrationSettings,
-                                  DeidSettings, SplitSettings, ExportSettings)
+                                  StandardSpaceSettings, LongitudinalSettings, DeidSettings, SplitSettings,
+                                  ExportSettings)
 }

@@ -85,10 +85,19 @@ def get_input_dir_marker(wildcards=None):
     return [out("demo_cohort/truth/truth.json")] if RUN_DEMO else []
 
 
+_CASE_IDS = {}
+
+
 def get_case_ids(wildcards=None):
-    """Cases that go on after matching: one plan file each (the match checkpoint)."""
-    plans_dir = checkpoints.match.get().output.plans
-    return sorted(p.stem for p in Path(plans_dir).glob("*.json"))
+    """Cases that go on after matching: one plan file each (the match checkpoint). Listed
+    once per state of the plans folder: input functions of 1,000 cases ask for it often.
+    """
+    plans_dir = Path(checkpoints.match.get().output.plans)
+    key = (str(plans_dir), plans_dir.stat().st_mtime_ns)
+    if key not in _CASE_IDS:
+        _CASE_IDS.clear()
+        _CASE_IDS[key] = sorted(p.stem for p in plans_dir.glob("*.json"))
+    return _CASE_IDS[key]
 
 
 def for_each_case(pattern):
@@ -105,11 +114,29 @@ def per_case(name):
     return for_each_case(f"work/cases/{{case_id}}/{name}")
 
 
+def subject_of(case_id):
+    """The subject part of a case id (`sub-X_ses-Y` -> `sub-X`)."""
+    return case_id.split("_ses-")[0]
+
+
+_SESSIONS = {}
+
+
+def sessions_by_subject():
+    """Case ids grouped by subject, computed once per listing of the plans."""
+    case_ids = get_case_ids()
+    if _SESSIONS.get("of") is not case_ids:
+        grouped = {}
+        for case_id in case_ids:
+            grouped.setdefault(subject_of(case_id), []).append(case_id)
+        _SESSIONS.update(of=case_ids, grouped=grouped)
+    return _SESSIONS["grouped"]
+
+
 def earlier_sessions(case_id):
     """The cases of the same subject with an earlier session label (date order)."""
-    subject, session = case_id.split("_ses-")
     return [
-        c for c in get_case_ids() if c.startswith(subject + "_ses-") and c < case_id
+        c for c in sessions_by_subject().get(subject_of(case_id), []) if c < case_id
     ]
 
 
