@@ -160,6 +160,7 @@ def _truth_rows(run):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_every_truth_track_is_recovered_without_a_wrong_link(longitudinal_run):
     run = longitudinal_run
     tracks = run.tracks.set_index(["case_id", "roi_number"])
@@ -191,6 +192,7 @@ def test_every_truth_track_is_recovered_without_a_wrong_link(longitudinal_run):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_session_responses_match_the_truth(longitudinal_run):
     run = longitudinal_run
     for patient, expected in EXPECTED_RESPONSES.items():
@@ -203,6 +205,7 @@ def test_session_responses_match_the_truth(longitudinal_run):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_mni_centroids_within_5_mm_of_the_truth(longitudinal_run):
     errors = []
     for _, _, les, row in _truth_rows(longitudinal_run):
@@ -213,6 +216,7 @@ def test_mni_centroids_within_5_mm_of_the_truth(longitudinal_run):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_brain_mask_matches_the_generators_brain(longitudinal_run):
     import nibabel as nib
 
@@ -234,6 +238,7 @@ def test_brain_mask_matches_the_generators_brain(longitudinal_run):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_frequency_map_counts_the_lesion_volume_and_is_in_the_qc_report(longitudinal_run):
     import nibabel as nib
 
