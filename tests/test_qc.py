@@ -101,3 +101,45 @@ def test_lesion_figure_without_lesions(tmp_path):
     qc.case_figures(case_json=files["case"], lesions_parquet=files["lesions"], output_dir=tmp_path,
                     out_lesions_png=tmp_path / "l.png", out_registration_png=tmp_path / "r.png")  # fmt: skip
     assert _is_png(tmp_path / "l.png") and _is_png(tmp_path / "r.png")
+
+
+def test_registration_figure_outlines_the_template_brain(tmp_path):
+    # a T1C with a bright ellipsoid "brain"; the brain-mask row outlines it in yellow
+    shape = (96, 96, 20)
+    ii, jj, kk = np.indices(shape)
+    inside = ((ii - 48) / 30.0) ** 2 + ((jj - 48) / 36.0) ** 2 + ((kk - 10) / 9.0) ** 2 <= 1
+    t1c = np.where(inside, 800.0, 20.0).astype(np.float32)
+    lps_from_ijk = np.diag([-1.0, -1.0, 3.0, 1.0])
+    grid = (t1c, lps_from_ijk)
+
+    def yellow_in_mask_row(path: Path) -> int:
+        import matplotlib.image
+
+        rgb = matplotlib.image.imread(str(path))[..., :3]
+        bottom = rgb[2 * rgb.shape[0] // 3:]
+        return int(((bottom[..., 0] > 0.8) & (bottom[..., 1] > 0.8) & (bottom[..., 2] < 0.3)).sum())
+
+    with_mask, without = tmp_path / "with.png", tmp_path / "without.png"
+    qc.registration_figure("sub-01_ses-01", grid, {"T1": grid, "T2": None}, None, with_mask,
+                           (inside.astype(np.uint8), lps_from_ijk), "MNI fit, check 0.4 mm")  # fmt: skip
+    qc.registration_figure("sub-01_ses-01", grid, {"T1": grid, "T2": None}, None, without, None)
+    assert _is_png(with_mask) and _is_png(without)
+    # three slices, each with the outline of the ellipse section (~1,000 pixels in all); the
+    # figure without a mask has none
+    assert yellow_in_mask_row(without) == 0
+    assert yellow_in_mask_row(with_mask) > 300
+
+
+def test_mni_fit_note_says_the_flag_before_the_check():
+    assert qc.mni_fit_note({"mni_flag": "check disagrees by 8.4 mm", "mni_check_mm": 8.4}).startswith("MNI fit FLAGGED")
+    assert qc.mni_fit_note({"mni_flag": None, "mni_check_mm": 0.42}) == "MNI fit, check 0.4 mm"
+    assert qc.mni_fit_note({}) == "MNI fit"
+
+
+def test_an_untrusted_mni_fit_puts_the_case_in_the_review_queue():
+    from metsprep.qc_pages import review_flags
+
+    ok = {"status": "ok", "t1_nifti": "a", "t2_nifti": "b", "mni_trusted": True, "flags": []}
+    assert review_flags(ok, [], []) == []
+    flagged = dict(ok, mni_trusted=False, flags=["standard_space_flag"])
+    assert review_flags(flagged, [], []) == ["mni_fit_untrusted", "standard_space_flag"]

@@ -5,7 +5,8 @@
   **label map boundary** (not re-read from the RTSS polygons) and its ROI name, volume
   and longest axial diameter. `{case_id}_registration.png` shows T1 and T2 resampled on
   the T1C grid as a checkerboard with the T1C, with T1C edges drawn over them, on three
-  slices. An excluded case gets a small figure that says why.
+  slices, and below them the template's brain mask (the standard-space fit) outlined on the
+  T1C with the fit's check or flag. An excluded case gets a small figure that says why.
 * `build_report`: `qc/index.html` (no JavaScript, no external resource; figures linked
   relatively) and `qc/figures/cohort_summary.png` (lesion count, volume and diameter
   distributions, and a "glass head": axial/coronal/sagittal projections of lesion
@@ -157,7 +158,17 @@ def _case_figures(summary: CaseSummary, lesions: list[dict[str, Any]], output_di
     labels = _load(output_dir, case.get("lesion_labels_nifti"))
     lesion_figure(case_id, t1c, labels, lesions, Path(out_lesions_png))
     moving = {seq: _load(output_dir, case.get(f"{seq.lower()}_in_t1c_nifti")) for seq in ("T1", "T2")}
-    registration_figure(case_id, t1c, moving, labels, Path(out_registration_png))
+    brain = _load(output_dir, case.get("brain_mask_nifti"))
+    registration_figure(case_id, t1c, moving, labels, Path(out_registration_png), brain, mni_fit_note(case))
+
+
+def mni_fit_note(case: dict[str, Any]) -> str:
+    """One line on the case's standard-space fit for the figure: its flag, else its check."""
+    if case.get("mni_flag"):
+        return f"MNI fit FLAGGED: {case['mni_flag']}"
+    if _finite(case.get("mni_check_mm")):
+        return f"MNI fit, check {float(case['mni_check_mm']):.1f} mm"
+    return "MNI fit"
 
 
 def lesion_figure(case_id: str, t1c: tuple[np.ndarray, np.ndarray], labels: tuple[np.ndarray, np.ndarray] | None, lesions: Any, path: Path) -> None:
@@ -254,6 +265,7 @@ def edges(image: np.ndarray) -> np.ndarray:
 def registration_figure(
     case_id: str, t1c: tuple[np.ndarray, np.ndarray], moving: dict[str, tuple[np.ndarray, np.ndarray] | None],
     labels: tuple[np.ndarray, np.ndarray] | None, path: Path,
+    brain: tuple[np.ndarray, np.ndarray] | None = None, mni_note: str = "MNI fit",
 ) -> None:  # fmt: skip
     image, lps_from_ijk = t1c
     nz = np.flatnonzero(image.reshape(-1, image.shape[2]).max(axis=0) > _window(image)[0])
@@ -261,9 +273,9 @@ def registration_figure(
     slices = [int(round(k_lo + f * (k_hi - k_lo))) for f in (0.35, 0.55, 0.75)]
     spacing = spacing_mm(lps_from_ijk)
     aspect = spacing[1] / spacing[0] if int(np.argmax(np.abs(lps_from_ijk[0, :2]))) == 0 else spacing[0] / spacing[1]
-    fig = _figure((3.2 * len(slices), 7.0))
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.92, wspace=0.05, hspace=0.12)
-    axes = fig.subplots(2, len(slices), squeeze=False)
+    fig = _figure((3.2 * len(slices), 10.5))
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.94, wspace=0.05, hspace=0.12)
+    axes = fig.subplots(3, len(slices), squeeze=False)
     for r, seq in enumerate(("T1", "T2")):
         entry = moving.get(seq)
         for c, k in enumerate(slices):
@@ -282,7 +294,22 @@ def registration_figure(
             overlay[edge] = (0.0, 1.0, 1.0, 0.6)
             ax.imshow(overlay, interpolation="nearest", aspect=aspect)
             ax.set_title(f"{seq} / T1C checkerboard, k={k}", fontsize=8)
-    fig.suptitle(f"{case_id}: registration check (cyan = T1C edges)", fontsize=10)
+    lo, hi = _window(image)
+    for c, k in enumerate(slices):
+        ax = axes[2, c]
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.imshow(axial_view(image[..., k].astype(np.float32), lps_from_ijk), cmap="gray", vmin=lo, vmax=hi,
+                  interpolation="nearest", aspect=aspect)
+        if brain is None or brain[0].shape != image.shape:
+            ax.text(0.5, 0.5, "no brain mask\n(no standard-space fit)", ha="center", va="center", color="white",
+                    transform=ax.transAxes)
+        elif brain[0][..., k].any():
+            ax.contour(axial_view(brain[0][..., k] > 0, lps_from_ijk).astype(float), levels=[0.5], colors="yellow",
+                       linewidths=1.0)
+        note = mni_note if len(mni_note) <= 60 else mni_note[:59] + "…"  # the case page lists it whole
+        ax.set_title(f"{note}, k={k}" if c == 0 else f"template brain on T1C, k={k}", fontsize=8)
+    fig.suptitle(f"{case_id}: registration check (cyan = T1C edges; yellow = the MNI template's brain)", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_with(path, lambda name: fig.savefig(name, dpi=80, format="png"))
 

@@ -61,6 +61,8 @@ def review_flags(case: Mapping[str, Any], series: Sequence[Mapping[str, Any]],
             flags.append(f"{seq}_registration_untrusted")
         if case.get("status") == "ok" and not _present(case.get(f"{seq}_nifti")):
             flags.append(f"no_{seq}")
+    if case.get("mni_trusted") is False:
+        flags.append("mni_fit_untrusted")
     if any(s.get("sequence_confidence") == "low" for s in series):
         flags.append("sequence_low_confidence")
     if any(s.get("pixel_check") == "disagrees" for s in series):
