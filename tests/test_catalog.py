@@ -96,6 +96,28 @@ def test_diameters_follow_the_affine_and_obliquity():
     assert feats["rano_measurable"] is False  # 9.9 mm < 10 mm
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_inside_distance_equals_scipys_exact_transform(seed):
+    # an independent exact EDT (scipy's feature transform) on a blobby mask that touches the
+    # volume border (which counts as outside), anisotropic and oblique voxels
+    from scipy import ndimage as ndi
+
+    from metsprep.catalog.lesion_features import inside_distance_mm
+
+    rng = np.random.default_rng(seed)
+    mask = ndi.gaussian_filter(rng.random((40, 36, 12)), 2.0) > 0.5
+    mask[:, :, 0] |= mask[:, :, 1]
+    rotation = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    spacing = rng.uniform(0.4, 4.0, 3)
+    lps_from_ijk = np.eye(4)
+    lps_from_ijk[:3, :3] = rotation * spacing
+    expected = ndi.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    got = inside_distance_mm(mask, lps_from_ijk)
+    assert mask.any() and not mask.all()
+    np.testing.assert_allclose(got, expected, atol=1e-4 * spacing.max())
+    assert not got[~mask].any()
+
+
 def test_bounding_box_and_centroid():
     ijk = np.array([[2, 3, 4], [5, 3, 4], [2, 7, 6]])
     lps_from_ijk = np.diag([-1.0, 2.0, 3.0, 1.0])

@@ -81,8 +81,9 @@ def weighting_check(
 
 def _blocks(region: NDArray[np.bool_], per_axis: tuple[int, int, int] = (3, 3, 2)) -> list[tuple[slice, ...]]:
     """The bounding box of ``region`` cut into ``per_axis`` blocks (index space)."""
-    nonzero = np.argwhere(region)
-    lo, hi = nonzero.min(axis=0), nonzero.max(axis=0) + 1
+    # the box from the projections onto each axis: an argwhere of a 512x512x45 region costs ~0.4 s
+    hits = [np.flatnonzero(region.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+    lo, hi = np.array([h[0] for h in hits]), np.array([h[-1] + 1 for h in hits])
     edges = [np.linspace(lo[a], hi[a], per_axis[a] + 1).round().astype(int) for a in range(3)]
     return [tuple(slice(edges[a][n[a]], edges[a][n[a] + 1]) for a in range(3))
             for n in np.ndindex(*per_axis)]  # fmt: skip

