@@ -127,6 +127,23 @@ def test_unreadable_files_get_a_reason(mini, tmp_path):
     assert inv.readable.sum() == 19 - 2
 
 
+@pytest.mark.parametrize("keyword, value, words", [
+    ("Rows", 65535, "beyond any MR slice"), ("Columns", 40000, "beyond any MR slice"),
+    ("NumberOfFrames", 100000, "frames in one file"), ("BitsAllocated", 12, "not a pixel size"),
+])  # fmt: skip
+def test_an_absurd_image_header_is_unreadable_with_its_reason_and_never_decoded(mini, tmp_path, keyword, value,
+                                                                                words):  # fmt: skip
+    dicom, study = mini
+    target = study.series["T2"].files[0]
+    ds = pydicom.dcmread(target)
+    setattr(ds, keyword, value)
+    ds.save_as(target)
+    inv = _inventory(dicom, tmp_path / "inv.parquet").set_index("path")
+    row = inv.loc[target.relative_to(dicom).as_posix()]
+    assert not row.readable and words in row.reason, row.reason
+    assert inv.readable.sum() == 19 - 1  # that file only
+
+
 def test_truncated_rtss_is_unreadable(mini, tmp_path):
     dicom, study = mini
     faults.truncate_file(study.rtss_path, 0.6)

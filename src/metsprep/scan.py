@@ -351,6 +351,10 @@ def read_file_row(input_dir: Path | str, rel: str) -> dict[str, Any]:
             row.update(readable=False, reason="DICOM file without SOP Class/Instance UID (not an image or structure set)")
             return row
 
+        absurd = _absurd_image_reason(values, row["sop_class_name"])
+        if absurd:
+            row.update(readable=False, reason=absurd)
+            return row
         truncation = _pixel_data_shortfall(values, header.syntax, size, header_end, row["sop_class_name"])
         if truncation:
             row.update(readable=False, reason=truncation)
@@ -679,6 +683,28 @@ def _to_float(value: Any) -> float | None:
 
 # encapsulated (and deflated) pixel data: its size cannot be predicted from the header
 _COMPRESSED_PREFIXES = ("1.2.840.10008.1.2.4", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.8", _DEFLATED)
+
+
+#: Beyond any MR slice or series: a header claiming more is corrupt or hostile, and reading
+#: it would make a decoder allocate (65535 x 65535 x 16 bits is 8 GB a frame).
+MAX_IMAGE_SIDE = 4096
+MAX_FRAMES = 4096
+_BITS_ALLOCATED = (1, 8, 16, 32, 64)
+
+
+def _absurd_image_reason(values: dict[str, Any], sop_class_name: str | None) -> str | None:
+    """Why an image header describes no image this pipeline can hold in memory, or None."""
+    if not (sop_class_name and sop_class_name.endswith("Image Storage")):
+        return None
+    rows, cols, bits, frames = (_to_float(values.get(k)) for k in ("Rows", "Columns", "BitsAllocated", "NumberOfFrames"))
+    if (rows and rows > MAX_IMAGE_SIDE) or (cols and cols > MAX_IMAGE_SIDE):
+        return (f"image matrix {int(rows or 0)} x {int(cols or 0)} is beyond any MR slice (more than "
+                f"{MAX_IMAGE_SIDE} per side): not read")  # fmt: skip
+    if frames and frames > MAX_FRAMES:
+        return f"{int(frames)} frames in one file (more than {MAX_FRAMES}): not read"
+    if bits and int(bits) not in _BITS_ALLOCATED:
+        return f"Bits Allocated {int(bits)} is not a pixel size (1, 8, 16, 32 or 64): not read"
+    return None
 
 
 def _pixel_data_shortfall(
