@@ -174,6 +174,29 @@ def test_every_truth_lesion_once_with_volumes_and_positions(any_run):
                 assert got["hemisphere"] == les["hemisphere"]
 
 
+def test_every_lesion_row_has_its_mni_position_or_says_why(any_run):
+    # the demo-sized runs (one with a tilted T1C): each lesion of an ok case is within 5 mm
+    # of its truth in MNI space, or its own row says why its mni_* may be wrong
+    checked = 0
+    for truth_case in truth_cases(any_run):
+        if truth_case["expected_status"] != "ok":
+            continue
+        row = case_row(any_run, truth_case)
+        lesions = any_run.lesions[any_run.lesions["case_id"] == row["case_id"]].set_index("roi_number")
+        for les in truth_case["lesions"]:
+            got = lesions.loc[les["roi_number"]]
+            if pd.isna(row["mni_trusted"]) or not bool(row["mni_trusted"]):
+                assert isinstance(got["mni_flag"], str) and got["mni_flag"], (row["case_id"], les["roi_name"])
+                continue
+            assert pd.isna(got["mni_flag"])
+            error = np.linalg.norm(got[["mni_x_mm", "mni_y_mm", "mni_z_mm"]].to_numpy(float) - les["centre_mni_ras_mm"])
+            assert error <= 5.0, (row["case_id"], les["roi_name"], error)
+            checked += 1
+    assert checked >= 3
+    assert (any_run.output / "standard_space" / "space-MNI152NLin2009aSym_res-2_desc-lesionfrequency.nii.gz").is_file()
+    assert (any_run.output / "catalog" / "lesion_tracks.parquet").is_file()
+
+
 def test_catalog_paths_exist(any_run):
     path_columns = [c for c in any_run.cases.columns if c.endswith(("_nifti", "_transform"))]
     assert {"t1c_nifti", "lesion_labels_nifti", "t1_to_t1c_transform"} <= set(path_columns)

@@ -48,6 +48,19 @@ def test_symlink_loop_is_skipped_with_reason(mini):
     assert link.is_symlink()
 
 
+def test_a_named_pipe_is_skipped_with_its_reason_not_opened(mini):
+    import os
+
+    dicom, _ = mini
+    os.mkfifo(dicom / "pipe.dcm")  # open() of it would wait for a writer for ever
+    files, skipped = walk_input(dicom)
+    assert len(files) == 19 and "pipe.dcm" not in files
+    assert [(s.path, "not a regular file" in s.reason) for s in skipped] == [("pipe.dcm", True)]
+    inv = _inventory(dicom, dicom.parent / "inv.parquet")
+    row = inv[inv.path == "pipe.dcm"].iloc[0]
+    assert not row.readable and "named pipe" in row.reason
+
+
 def test_shards_partition_the_files_and_merge_equals_single_scan(mini, tmp_path):
     dicom, _ = mini
     faults.add_junk_files(dicom)

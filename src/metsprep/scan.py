@@ -208,8 +208,10 @@ def walk_input(input_dir: Path | str) -> tuple[list[str], list[SkippedEntry]]:
                 visit(Path(entry.path), child_rel)
             elif is_file:
                 files.append(child_rel)
-            elif entry.is_symlink():
+            elif entry.is_symlink() and not os.path.exists(entry.path):
                 skipped.append(SkippedEntry(child_rel, "dangling symbolic link (target does not exist)"))
+            else:  # opening a named pipe would block the scan for ever
+                skipped.append(SkippedEntry(child_rel, "not a regular file (a named pipe, socket or device): not read"))
     visit(root, "")
     files.sort()
     skipped.sort(key=lambda s: s.path)
