@@ -27,8 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 N_CASES = 2
 SEED = 20261125
-# Snakemake stops on SIGTERM only after its running jobs finish: bound it hard.
-RUN_TIMEOUT_S = 200
+# Snakemake stops on SIGTERM only after its running jobs finish: bound it hard. A bound on a
+# hang, not a timing: the two runs share 2 cores and took 3.5 min once the standard-space and
+# longitudinal stages came (the former 200 s cut a healthy run).
+RUN_TIMEOUT_S = 480
 
 CASE_KEY_COLUMNS = ["case_id", "status", "n_lesions", "n_lesions_labelled", "t1c_series_instance_uid",
                     "rtss_sop_instance_uid"]
