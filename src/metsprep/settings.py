@@ -112,6 +112,9 @@ class RegistrationSettings(StageSettings):
     check_translation_mm: float = 4.0
     check_levels: int = 2  # how many of the finest pyramid levels the check runs again
     max_disagreement_mm: float = 1.0
+    # Starts one moving slice spacing up and down its slice axis, run through the finest
+    # `check_levels` levels; the best metric goes on (0: off).
+    slice_shift_starts: int = 1
     # QC bounds: a result beyond them is flagged (kept, not excluded).
     max_rotation_deg: float = 15.0
     max_translation_mm: float = 25.0
