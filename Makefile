@@ -48,7 +48,7 @@ test: $(VENV)/.installed-test test-tools lint
 	PATH="$(CURDIR)/$(BIN):$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest -m "not ml and not slurm and not heavy"
 
 # Heavy tests: the exports checked by nnU-Net v2 and MONAI themselves (torch: ~2 min and
-# 1.9 GB to install), the pipeline on a one-node SLURM cluster (~2.5 min, needs root) and
+# 1.9 GB to install), the pipeline on a one-node SLURM cluster (~3.5 min, needs root) and
 # the long end-to-end runs (hostile corpus, SIGKILL and resume, incremental runs, longitudinal
 # patients: ~7 min).
 test-heavy: $(VENV)/.installed-ml test-tools
