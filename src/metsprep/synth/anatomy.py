@@ -181,25 +181,6 @@ _SITES = {
 }
 
 
-def region_of_mni_ras(x: float, y: float, z: float) -> str:
-    """Coarse lobe/region from MNI RAS mm (boxes, good to a few mm at the borders)."""
-    ax = abs(x)
-    if z < -12 and y < -42 and y > -100:
-        return "cerebellum" if ax > 10 or z < -40 else "brainstem"
-    if ax < 14 and -42 <= y < -12 and z < -8:
-        return "brainstem"
-    if ax < 30 and -35 < y < 22 and -8 < z < 22:
-        return "deep"
-    if y < -70:
-        return "occipital"
-    if ax > 28 and z < 6 and -70 <= y < 18:
-        return "temporal"
-    central_sulcus_y = -10.0 - max(0.0, z - 30.0) * 0.65
-    if y > central_sulcus_y:
-        return "frontal"
-    return "parietal"
-
-
 def site_name(region: str, x: float, y: float, z: float, rng: np.random.Generator) -> str:
     """Site token in the planners' style, chosen from the true location where it matters."""
     ax = abs(x)

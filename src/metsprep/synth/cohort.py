@@ -20,6 +20,7 @@ import numpy as np
 from metsprep.atomic import write_text
 from metsprep.frames import apply_affine
 from metsprep.jsonio import to_jsonable
+from metsprep.standard_space import region_of_mni_ras
 
 from . import anatomy
 from .acquisition import (
@@ -336,7 +337,7 @@ def _place_lesions(
 def _anatomical_labels(lesion: Lesion, pose: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
     c_mni_lps = apply_affine(np.linalg.inv(pose), lesion.true_centroid_lps())
     x, y, z = -c_mni_lps[0], -c_mni_lps[1], c_mni_lps[2]
-    region = anatomy.region_of_mni_ras(x, y, z)
+    region = region_of_mni_ras(x, y, z)  # the rule the catalog uses (metsprep.standard_space)
     return {
         "hemisphere": anatomy.hemisphere_of_mni_lps_x(c_mni_lps[0]),
         "region": region,
