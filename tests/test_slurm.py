@@ -135,10 +135,12 @@ def test_pipeline_on_slurm_matches_local_run(slurm_cluster: LocalSlurmCluster, t
         assert np.asarray(slurm_img.dataobj).max() > 0, f"{path}: no lesion voxels"
 
     transforms = sorted(p.relative_to(local_out) for p in (local_out / derivatives).rglob("*_xfm.tfm"))
-    assert len(transforms) == 2 * N_CASES
+    # per case T1 -> T1C and T2 -> T1C (rigid) and the T1C's affine to the MNI template
+    assert len(transforms) == 3 * N_CASES
+    assert sum("to-MNI152NLin2009aSym" in p.name for p in transforms) == N_CASES
     for path in transforms:
         local_tfm, slurm_tfm = sitk.ReadTransform(str(local_out / path)), sitk.ReadTransform(str(slurm_out / path))
-        # Parameters: 3 rotation angles (rad) then the translation (mm).
+        # Parameters: rotation angles (rad) then translation (mm); the matrix then translation (affine).
         np.testing.assert_allclose(local_tfm.GetParameters(), slurm_tfm.GetParameters(), atol=1e-5, err_msg=str(path))
         np.testing.assert_allclose(local_tfm.GetFixedParameters(), slurm_tfm.GetFixedParameters(), atol=1e-6)
 
