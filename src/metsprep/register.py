@@ -95,9 +95,10 @@ def _finite_or_none(value: float) -> float | None:
 #    optimised at the coarsest level and the best result goes on through the finer levels.
 # 4. Starts along the moving image's slice axis: the result shifted by +-1 moving slice
 #    spacing (`slice_shift_starts`), each optimised at the second-finest level; one with a
-#    better metric there than the result goes on through the finest level. A thick-slice or partial slab can lock one slice off,
-#    into an optimum so deep that the check below finds it again (stress pairs 6.6 mm off
-#    with the check agreeing within 0.1 mm; the shifted starts ended at 0.8-1.1 mm).
+#    better metric there than the result goes on through the finest level. A thick-slice or
+#    partial slab can lock one slice off, into an optimum so deep that the check below finds
+#    it again (a stress pair 6.6 mm off, the check agreeing within 0.1 mm; from the shifted
+#    starts 0.97 mm).
 # 5. An independent check: the finest `check_levels` levels are run again from a start
 #    perturbed by `check_rotation_deg` and `check_translation_mm`; a good optimum is found
 #    again. The 95th percentile of the distances between the two results at head points is

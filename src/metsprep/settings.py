@@ -112,8 +112,8 @@ class RegistrationSettings(StageSettings):
     check_translation_mm: float = 4.0
     check_levels: int = 2  # how many of the finest pyramid levels the check runs again
     max_disagreement_mm: float = 1.0
-    # Starts one moving slice spacing up and down its slice axis, run through the finest
-    # `check_levels` levels; the best metric goes on (0: off).
+    # Starts this many moving slice spacings up and down its slice axis, each optimised at the
+    # second-finest level; one with a better metric there goes on through the finest (0: off).
     slice_shift_starts: int = 1
     # QC bounds: a result beyond them is flagged (kept, not excluded).
     max_rotation_deg: float = 15.0

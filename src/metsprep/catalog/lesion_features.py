@@ -113,7 +113,7 @@ def intensity_stats(values: np.ndarray | None) -> dict[str, float | None]:
     return {"mean": float(values.mean()), "median": float(np.median(values)), "p95": float(np.percentile(values, 95))}
 
 
-def _box(mask: np.ndarray, margin: np.ndarray | int = 0) -> tuple[slice, ...] | None:
+def mask_box(mask: np.ndarray, margin: np.ndarray | int = 0) -> tuple[slice, ...] | None:
     """Bounding box of `mask`'s voxels widened by `margin` voxels per axis (clipped), or None."""
     margin = np.broadcast_to(np.asarray(margin, dtype=np.int64), (mask.ndim,))
     box = []
@@ -141,7 +141,7 @@ def inside_distance_mm(mask: np.ndarray, lps_from_ijk: np.ndarray) -> np.ndarray
 
     mask = mask.astype(bool, copy=False)
     distance = np.zeros(mask.shape, dtype=np.float32)
-    box = _box(mask)
+    box = mask_box(mask)
     if box is None:
         return distance
     outside = np.pad(~mask[box], 1, constant_values=True).astype(np.uint8)
@@ -164,7 +164,7 @@ def near_mask(mask: np.ndarray, lps_from_ijk: np.ndarray, radius_mm: float) -> n
     mask = mask.astype(bool, copy=False)
     near = np.zeros(mask.shape, dtype=bool)
     spacing = spacing_mm(lps_from_ijk)
-    box = _box(mask, np.ceil(radius_mm / spacing).astype(np.int64) + 1)
+    box = mask_box(mask, np.ceil(radius_mm / spacing).astype(np.int64) + 1)
     if box is None:
         return near
     near[box] = ndi.distance_transform_edt(~mask[box], sampling=spacing) <= radius_mm
